@@ -1,0 +1,24 @@
+#pragma once
+// Loads an HF checkpoint directory: config.json, the safetensors weights, tokenizer.json
+// and the stop tokens (config.json and generation_config.json eos ids, plus ChatML's end
+// tokens when the tokenizer has them, so chat and base prompts both stop).
+
+#include <filesystem>
+#include <vector>
+
+#include "model/model_config.h"
+#include "model/tokenizer.h"
+#include "model/weights.h"
+
+namespace ultraserve {
+
+struct LoadedModel {
+  ModelConfig config;
+  ModelWeights weights;
+  Tokenizer tokenizer;
+  std::vector<int32_t> stop_token_ids;
+};
+
+LoadedModel load_model(const std::filesystem::path& dir);
+
+}  // namespace ultraserve

@@ -1,0 +1,35 @@
+#pragma once
+// The fp32 building blocks of the CPU forward pass. Row-major everywhere; a weight matrix
+// is [out_features, in_features] exactly as HF stores nn.Linear weights.
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+#include "model/thread_pool.h"
+
+namespace ultraserve {
+
+struct MatrixView {
+  const float* data;
+  int rows;  // out_features
+  int cols;  // in_features
+};
+
+// y[n, w.rows] = x[n, w.cols] * w^T, parallel over output features.
+void matmul_nt(ThreadPool& pool, const float* x, int n, MatrixView w, float* y);
+
+float dot(const float* a, const float* b, int n);
+
+// out = x / rms(x) * weight, over `dim` elements.
+void rms_norm(const float* x, const float* weight, int dim, double eps, float* out);
+
+// Rotates (first half, second half) pairs of one head in place: HF's rotate_half convention.
+void apply_rope(float* head, int head_dim, int position, double theta);
+
+// In-place softmax; returns nothing, handles -inf entries.
+void softmax(std::span<float> x);
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace ultraserve

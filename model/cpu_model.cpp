@@ -1,0 +1,189 @@
+#include "model/cpu_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+#include "model/cpu_kernels.h"
+
+namespace ultraserve {
+
+struct CpuModel::Batch {
+  int n = 0;                          // token rows in this call
+  std::vector<KvSequence*> seq;       // row -> its sequence
+  std::vector<int> position;          // row -> absolute position
+  std::vector<float> x;               // [n, hidden] residual stream
+  std::vector<float> normed;          // [n, hidden]
+};
+
+CpuModel::CpuModel(ModelConfig config, ModelWeights weights, ThreadPool& pool)
+    : config_(std::move(config)), weights_(std::move(weights)), pool_(pool) {}
+
+std::vector<float> CpuModel::forward(PagedKvCache& cache, std::span<const SequenceStep> steps) {
+  const int hidden = config_.hidden_size;
+  Batch b;
+  std::vector<int> output_rows;
+  for (const SequenceStep& s : steps) {
+    const int count = static_cast<int>(s.tokens.size());
+    if (cache.blocks_for(s.kv->length + count) > static_cast<int>(s.kv->blocks.size()))
+      throw std::logic_error("CpuModel::forward: KV room was not reserved for the new tokens");
+    for (int i = 0; i < count; ++i) {
+      int32_t t = s.tokens[i];
+      if (t < 0 || t >= config_.vocab_size)
+        throw std::out_of_range("token id " + std::to_string(t) + " outside the vocabulary");
+      if (s.all_logits || i == count - 1) output_rows.push_back(b.n);
+      b.seq.push_back(s.kv);
+      b.position.push_back(s.kv->length + i);
+      ++b.n;
+    }
+  }
+  b.x.resize(static_cast<size_t>(b.n) * hidden);
+  b.normed.resize(b.x.size());
+  {
+    size_t row = 0;
+    for (const SequenceStep& s : steps)
+      for (int32_t t : s.tokens)
+        std::copy_n(weights_.embed_tokens.data.data() + static_cast<size_t>(t) * hidden, hidden,
+                    b.x.data() + hidden * row++);
+  }
+
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    attention_block(cache, l, b);
+    mlp_block(l, b);
+  }
+  for (const SequenceStep& s : steps) s.kv->length += static_cast<int>(s.tokens.size());
+
+  const int rows = static_cast<int>(output_rows.size());
+  std::vector<float> last(static_cast<size_t>(rows) * hidden);
+  for (int r = 0; r < rows; ++r)
+    rms_norm(b.x.data() + static_cast<size_t>(output_rows[r]) * hidden, weights_.final_norm.data(), hidden,
+             config_.rms_norm_eps, last.data() + static_cast<size_t>(r) * hidden);
+  std::vector<float> logits(static_cast<size_t>(rows) * config_.vocab_size);
+  matmul_nt(pool_, last.data(), rows, weights_.output_matrix().view(), logits.data());
+  return logits;
+}
+
+void CpuModel::attention_block(PagedKvCache& cache, int layer, Batch& b) {
+  const ModelConfig& c = config_;
+  const LayerWeights& L = weights_.layers[layer];
+  const int hidden = c.hidden_size, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
+  const int group = c.num_attention_heads / c.num_key_value_heads;
+  const int n = b.n;
+
+  for (int r = 0; r < n; ++r)
+    rms_norm(&b.x[size_t(r) * hidden], L.input_norm.data(), hidden, c.rms_norm_eps, &b.normed[size_t(r) * hidden]);
+  std::vector<float> q(size_t(n) * qd), k(size_t(n) * kvd), v(size_t(n) * kvd);
+  matmul_nt(pool_, b.normed.data(), n, L.q_proj.view(), q.data());
+  matmul_nt(pool_, b.normed.data(), n, L.k_proj.view(), k.data());
+  matmul_nt(pool_, b.normed.data(), n, L.v_proj.view(), v.data());
+
+  // Per-head q/k RMSNorm, then RoPE, then the new K/V go into the cache before attention
+  // so that a token attends to itself and to earlier new tokens of its own sequence.
+  for (int r = 0; r < n; ++r) {
+    for (int h = 0; h < c.num_attention_heads; ++h) {
+      float* head = &q[size_t(r) * qd + size_t(h) * hd];
+      rms_norm(head, L.q_norm.data(), hd, c.rms_norm_eps, head);
+      apply_rope(head, hd, b.position[r], c.rope_theta);
+    }
+    for (int h = 0; h < c.num_key_value_heads; ++h) {
+      float* head = &k[size_t(r) * kvd + size_t(h) * hd];
+      rms_norm(head, L.k_norm.data(), hd, c.rms_norm_eps, head);
+      apply_rope(head, hd, b.position[r], c.rope_theta);
+    }
+    std::copy_n(&k[size_t(r) * kvd], kvd, cache.key(*b.seq[r], layer, b.position[r]));
+    std::copy_n(&v[size_t(r) * kvd], kvd, cache.value(*b.seq[r], layer, b.position[r]));
+  }
+
+  std::vector<float> attn(size_t(n) * qd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  pool_.parallel_for(size_t(n) * c.num_attention_heads, [&](size_t begin, size_t end) {
+    std::vector<float> scores;
+    for (size_t task = begin; task < end; ++task) {
+      const int r = static_cast<int>(task / c.num_attention_heads);
+      const int h = static_cast<int>(task % c.num_attention_heads);
+      const int kv_head = h / group;
+      const int len = b.position[r] + 1;  // causal: positions 0..own
+      const float* qh = &q[size_t(r) * qd + size_t(h) * hd];
+      scores.resize(len);
+      for (int p = 0; p < len; ++p) scores[p] = dot(qh, cache.key(*b.seq[r], layer, p) + kv_head * hd, hd) * scale;
+      softmax(scores);
+      float* out = &attn[size_t(r) * qd + size_t(h) * hd];
+      std::fill_n(out, hd, 0.f);
+      for (int p = 0; p < len; ++p) {
+        const float* vh = cache.value(*b.seq[r], layer, p) + kv_head * hd;
+        const float w = scores[p];
+        for (int d = 0; d < hd; ++d) out[d] += w * vh[d];
+      }
+    }
+  });
+
+  std::vector<float> projected(size_t(n) * hidden);
+  matmul_nt(pool_, attn.data(), n, L.o_proj.view(), projected.data());
+  for (size_t i = 0; i < projected.size(); ++i) b.x[i] += projected[i];
+}
+
+void CpuModel::mlp_block(int layer, Batch& b) {
+  const LayerWeights& L = weights_.layers[layer];
+  const int hidden = config_.hidden_size;
+  for (int r = 0; r < b.n; ++r)
+    rms_norm(&b.x[size_t(r) * hidden], L.post_attention_norm.data(), hidden, config_.rms_norm_eps,
+             &b.normed[size_t(r) * hidden]);
+  std::vector<float> out(b.x.size(), 0.f);
+  if (L.moe)
+    routed_experts(L, b.normed.data(), b.n, out.data());
+  else
+    feed_forward(L.dense, b.normed.data(), b.n, out.data());
+  for (size_t i = 0; i < out.size(); ++i) b.x[i] += out[i];
+}
+
+void CpuModel::feed_forward(const FeedForward& f, const float* in, int n, float* out) {
+  const int width = f.gate.rows;
+  std::vector<float> gate(size_t(n) * width), up(size_t(n) * width);
+  matmul_nt(pool_, in, n, f.gate.view(), gate.data());
+  matmul_nt(pool_, in, n, f.up.view(), up.data());
+  for (size_t i = 0; i < gate.size(); ++i) gate[i] = silu(gate[i]) * up[i];
+  matmul_nt(pool_, gate.data(), n, f.down.view(), out);
+}
+
+void CpuModel::routed_experts(const LayerWeights& L, const float* in, int n, float* out) {
+  const ModelConfig& c = config_;
+  const int hidden = c.hidden_size, experts = c.num_experts, top_k = c.num_experts_per_tok;
+
+  std::vector<float> router_logits(size_t(n) * experts);
+  matmul_nt(pool_, in, n, L.router.view(), router_logits.data());
+
+  // Softmax over all experts, keep the top-k (optionally renormalised), then group the
+  // tokens by expert so each expert's weights are read once for all of its tokens.
+  std::vector<std::vector<std::pair<int, float>>> tokens_of(experts);
+  std::vector<int> order(experts);
+  for (int r = 0; r < n; ++r) {
+    std::span<float> probs(&router_logits[size_t(r) * experts], experts);
+    softmax(probs);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                      [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    float sum = 0.f;
+    for (int i = 0; i < top_k; ++i) sum += probs[order[i]];
+    for (int i = 0; i < top_k; ++i)
+      tokens_of[order[i]].push_back({r, c.norm_topk_prob ? probs[order[i]] / sum : probs[order[i]]});
+  }
+
+  std::vector<float> gathered, result;
+  for (int e = 0; e < experts; ++e) {
+    const auto& assigned = tokens_of[e];
+    if (assigned.empty()) continue;
+    const int m = static_cast<int>(assigned.size());
+    gathered.resize(size_t(m) * hidden);
+    result.resize(size_t(m) * hidden);
+    for (int i = 0; i < m; ++i) std::copy_n(in + size_t(assigned[i].first) * hidden, hidden, &gathered[size_t(i) * hidden]);
+    feed_forward(L.experts[e], gathered.data(), m, result.data());
+    for (int i = 0; i < m; ++i) {
+      float* dst = out + size_t(assigned[i].first) * hidden;
+      const float w = assigned[i].second;
+      for (int d = 0; d < hidden; ++d) dst[d] += w * result[size_t(i) * hidden + d];
+    }
+  }
+}
+
+}  // namespace ultraserve

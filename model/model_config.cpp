@@ -1,0 +1,205 @@
+#include "model/model_config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <simdjson.h>
+
+#include "model/error.h"
+
+namespace ultraserve {
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::object;
+
+// Reads config.json fields with one rule for every error: "<file>: <field>: <problem>".
+class FieldReader {
+ public:
+  FieldReader(object root, const std::string& source) : root_(root), source_(source) {}
+
+  [[noreturn]] void fail(std::string_view field, const std::string& problem) const {
+    throw ModelError(source_ + ": " + std::string(field) + ": " + problem);
+  }
+
+  bool has(std::string_view key) const {
+    element e;
+    return !root_[key].get(e) && !e.is_null();
+  }
+
+  int positive_int(std::string_view key) const { return int_in(key, 1, 1 << 30); }
+
+  int int_in(std::string_view key, int64_t lo, int64_t hi) const {
+    if (!has(key)) fail(key, "missing");
+    return checked_int(root_[key].value(), key, lo, hi);
+  }
+
+  int int_or(std::string_view key, int fallback, int64_t lo, int64_t hi) const {
+    return has(key) ? int_in(key, lo, hi) : fallback;
+  }
+
+  double positive_number_or(std::string_view key, double fallback) const {
+    if (!has(key)) return fallback;
+    double v = number(root_[key].value(), key);
+    if (!(v > 0)) fail(key, "must be positive");
+    return v;
+  }
+
+  bool bool_or(std::string_view key, bool fallback) const {
+    if (!has(key)) return fallback;
+    bool v;
+    if (root_[key].get(v)) fail(key, "must be true or false");
+    return v;
+  }
+
+  std::string string(std::string_view key) const {
+    std::string_view v;
+    if (!has(key)) fail(key, "missing");
+    if (root_[key].get(v)) fail(key, "must be a string");
+    return std::string(v);
+  }
+
+  // An int or a list of ints (eos_token_id, mlp_only_layers).
+  std::vector<int32_t> int_list(std::string_view key, int64_t lo, int64_t hi) const {
+    std::vector<int32_t> out;
+    if (!has(key)) return out;
+    element e = root_[key].value();
+    if (e.is_array()) {
+      for (element item : e.get_array().value()) out.push_back(checked_int(item, key, lo, hi));
+    } else {
+      out.push_back(checked_int(e, key, lo, hi));
+    }
+    return out;
+  }
+
+  element get(std::string_view key) const { return root_[key].value(); }
+  const std::string& source() const { return source_; }
+
+ private:
+  int checked_int(element e, std::string_view key, int64_t lo, int64_t hi) const {
+    int64_t v;
+    if (e.get(v)) fail(key, "must be an integer");
+    if (v < lo || v > hi)
+      fail(key, "value " + std::to_string(v) + " outside [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
+    return static_cast<int>(v);
+  }
+
+  double number(element e, std::string_view key) const {
+    double v;
+    if (!e.get(v)) return v;
+    int64_t i;
+    if (!e.get(i)) return static_cast<double>(i);
+    fail(key, "must be a number");
+  }
+
+  object root_;
+  std::string source_;
+};
+
+double read_rope_theta(const FieldReader& f) {
+  // transformers 5 writes rope_parameters {rope_type, rope_theta}; older files a flat rope_theta.
+  if (f.has("rope_parameters")) {
+    element rp = f.get("rope_parameters");
+    object o;
+    if (rp.get(o)) f.fail("rope_parameters", "must be an object");
+    std::string_view type = "default";
+    element t;
+    if (!o["rope_type"].get(t) && t.is_string()) type = t.get_string().value();
+    if (type != "default")
+      f.fail("rope_parameters.rope_type", "'" + std::string(type) + "' is not supported (only 'default')");
+    element theta;
+    if (!o["rope_theta"].get(theta)) {
+      double v;
+      int64_t i;
+      if (!theta.get(v) && v > 0) return v;
+      if (!theta.get(i) && i > 0) return static_cast<double>(i);
+      f.fail("rope_parameters.rope_theta", "must be a positive number");
+    }
+  }
+  if (f.has("rope_scaling")) f.fail("rope_scaling", "RoPE scaling is not supported");
+  return f.positive_number_or("rope_theta", 10000.0);
+}
+
+object parse_object(simdjson::dom::parser& parser, simdjson::padded_string& padded, const std::string& source) {
+  element root;
+  if (auto err = parser.parse(padded).get(root))
+    throw ModelError(source + ": malformed JSON (" + simdjson::error_message(err) + ")");
+  object obj;
+  if (root.get(obj)) throw ModelError(source + ": the top level must be a JSON object");
+  return obj;
+}
+
+}  // namespace
+
+std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ModelError(path.string() + ": cannot open (missing or unreadable)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<int32_t> parse_eos_token_ids(std::string_view json, const std::string& source, int vocab_size) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(json);
+  return FieldReader(parse_object(parser, padded, source), source).int_list("eos_token_id", 0, vocab_size - 1);
+}
+
+bool ModelConfig::is_moe_layer(int layer) const {
+  if (num_experts == 0) return false;
+  if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end())
+    return false;
+  return (layer + 1) % decoder_sparse_step == 0;
+}
+
+ModelConfig ModelConfig::parse(std::string_view json, const std::string& source) {
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(json);
+  FieldReader f(parse_object(parser, padded, source), source);
+
+  ModelConfig c;
+  c.model_type = f.string("model_type");
+  if (c.model_type != "qwen3" && c.model_type != "qwen3_moe")
+    f.fail("model_type", "'" + c.model_type + "' is not supported (supported: qwen3, qwen3_moe)");
+  c.vocab_size = f.positive_int("vocab_size");
+  c.hidden_size = f.positive_int("hidden_size");
+  c.num_hidden_layers = f.positive_int("num_hidden_layers");
+  c.num_attention_heads = f.positive_int("num_attention_heads");
+  c.num_key_value_heads = f.int_or("num_key_value_heads", c.num_attention_heads, 1, 1 << 20);
+  c.head_dim = f.int_or("head_dim", c.hidden_size / c.num_attention_heads, 1, 1 << 20);
+  c.max_position_embeddings = f.int_or("max_position_embeddings", 32768, 1, 1 << 30);
+  c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
+  c.rope_theta = read_rope_theta(f);
+  c.tie_word_embeddings = f.bool_or("tie_word_embeddings", false);
+  c.eos_token_ids = f.int_list("eos_token_id", 0, c.vocab_size - 1);
+
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    f.fail("num_key_value_heads", "must divide num_attention_heads");
+  if (c.head_dim % 2 != 0) f.fail("head_dim", "must be even (RoPE rotates pairs)");
+  if (f.bool_or("attention_bias", false)) f.fail("attention_bias", "attention biases are not supported");
+  if (f.bool_or("use_sliding_window", false))
+    f.fail("use_sliding_window", "sliding-window attention is not supported for " + c.model_type);
+  if (f.has("hidden_act") && f.string("hidden_act") != "silu")
+    f.fail("hidden_act", "only 'silu' is supported");
+
+  if (c.model_type == "qwen3_moe") {
+    c.num_experts = f.positive_int("num_experts");
+    c.num_experts_per_tok = f.int_in("num_experts_per_tok", 1, c.num_experts);
+    c.moe_intermediate_size = f.positive_int("moe_intermediate_size");
+    c.decoder_sparse_step = f.int_or("decoder_sparse_step", 1, 1, 1 << 20);
+    c.norm_topk_prob = f.bool_or("norm_topk_prob", false);
+    for (int32_t l : f.int_list("mlp_only_layers", 0, c.num_hidden_layers - 1)) c.mlp_only_layers.push_back(l);
+  }
+  bool any_dense = false;
+  for (int l = 0; l < c.num_hidden_layers; ++l) any_dense |= !c.is_moe_layer(l);
+  c.intermediate_size = any_dense ? f.positive_int("intermediate_size") : f.int_or("intermediate_size", 0, 0, 1 << 30);
+  return c;
+}
+
+ModelConfig ModelConfig::load(const std::filesystem::path& config_json) {
+  return parse(read_text_file(config_json), config_json.string());
+}
+
+}  // namespace ultraserve

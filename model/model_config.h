@@ -1,0 +1,55 @@
+#pragma once
+// The architecture hyper-parameters of a checkpoint, read from its HF config.json.
+// One struct serves dense Qwen3 ("qwen3") and Qwen3-MoE ("qwen3_moe"): the MoE fields are
+// simply zero for a dense model.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ultraserve {
+
+struct ModelConfig {
+  std::string model_type;  // "qwen3" or "qwen3_moe"
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;  // dense MLP width (dense layers and mlp_only_layers)
+  int num_hidden_layers = 0;
+  int num_attention_heads = 0;
+  int num_key_value_heads = 0;
+  int head_dim = 0;
+  int max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+
+  // Mixture of experts (zero / empty for dense models).
+  int num_experts = 0;
+  int num_experts_per_tok = 0;
+  int moe_intermediate_size = 0;
+  int decoder_sparse_step = 1;
+  bool norm_topk_prob = false;
+  std::vector<int> mlp_only_layers;
+
+  std::vector<int32_t> eos_token_ids;
+
+  // The layer has a routed-expert MLP (same rule as transformers' Qwen3MoeDecoderLayer).
+  bool is_moe_layer(int layer) const;
+  int q_dim() const { return num_attention_heads * head_dim; }
+  int kv_dim() const { return num_key_value_heads * head_dim; }
+
+  // Parses and validates; `source` names the file in error messages.
+  static ModelConfig parse(std::string_view json, const std::string& source);
+  static ModelConfig load(const std::filesystem::path& config_json);
+};
+
+// The eos_token_id (an int or a list) of a JSON object such as generation_config.json;
+// empty when absent. Ids must lie in [0, vocab_size).
+std::vector<int32_t> parse_eos_token_ids(std::string_view json, const std::string& source, int vocab_size);
+
+// A whole text file, or a ModelError naming it.
+std::string read_text_file(const std::filesystem::path& path);
+
+}  // namespace ultraserve

@@ -1,0 +1,166 @@
+#include "model/random_checkpoint.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "model/byte_level.h"
+#include "model/error.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "model/thread_pool.h"
+#include "model/weights.h"
+
+namespace ultraserve {
+namespace {
+
+constexpr size_t kChunk = 1 << 16;  // elements per independently seeded chunk
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+// An approximately standard normal sample from one 64-bit draw: the sum of four 16-bit
+// uniforms (Irwin-Hall), rescaled. Pure integer and float arithmetic, so bit-identical
+// everywhere, and one RNG call per weight keeps a 30B-parameter checkpoint fast to make.
+float normal_sample(uint64_t bits) {
+  float sum = 0.f;
+  for (int i = 0; i < 4; ++i) sum += static_cast<float>((bits >> (16 * i)) & 0xffff) * (1.0f / 65536.0f);
+  return (sum - 2.0f) * 1.7320508f;
+}
+
+void store(DType t, float v, std::byte* dst) {
+  switch (t) {
+    case DType::F32: std::memcpy(dst, &v, 4); return;
+    case DType::BF16: { uint16_t h = f32_to_bf16(v); std::memcpy(dst, &h, 2); return; }
+    case DType::F16: { _Float16 h = static_cast<_Float16>(v); std::memcpy(dst, &h, 2); return; }
+    default: throw std::logic_error("random checkpoint: not a float dtype");
+  }
+}
+
+void fill_tensor(ThreadPool& pool, uint64_t seed, const TensorSpec& spec, std::span<std::byte> out) {
+  const size_t count = out.size() / dtype_size(spec.dtype);
+  const bool is_norm = spec.shape.size() == 1;
+  const bool is_embedding = spec.name == "model.embed_tokens.weight";
+  const float scale = (is_norm || is_embedding) ? (is_norm ? 0.1f : 1.0f)
+                                                : 1.0f / std::sqrt(static_cast<float>(spec.shape.back()));
+  const float offset = is_norm ? 1.0f : 0.0f;
+  const uint64_t tensor_seed = seed ^ fnv1a(spec.name);
+  const size_t chunks = (count + kChunk - 1) / kChunk;
+  const size_t esize = dtype_size(spec.dtype);
+  pool.parallel_for(chunks, [&](size_t begin, size_t end) {
+    for (size_t c = begin; c < end; ++c) {
+      uint64_t state = tensor_seed + c * 0x632be59bd9b4e019ull;
+      for (size_t i = c * kChunk; i < std::min(count, (c + 1) * kChunk); ++i)
+        store(spec.dtype, offset + scale * normal_sample(splitmix64(state)), out.data() + i * esize);
+    }
+  });
+}
+
+void write_file(const std::filesystem::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  if (!out || !out.write(text.data(), static_cast<std::streamsize>(text.size())))
+    throw ModelError(p.string() + ": cannot write");
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
+    else if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof buf, "\\u%04x", c); out += buf; }
+    else out += static_cast<char>(c);
+  }
+  return out + "\"";
+}
+
+// The smallest honest tokenizer: every byte is a token (GPT-2 byte-level alphabet, no merges)
+// plus the ChatML special tokens, in the same tokenizer.json format as Qwen3's.
+std::string byte_level_tokenizer_json() {
+  std::string vocab, added;
+  for (int b = 0; b < 256; ++b)
+    vocab += (b ? "," : "") + json_string(byte_level::encode(std::string(1, static_cast<char>(b)))) + ":" +
+             std::to_string(b);
+  const char* specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  for (int i = 0; i < 3; ++i)
+    added += std::string(i ? "," : "") + "{\"id\":" + std::to_string(256 + i) + ",\"content\":" +
+             json_string(specials[i]) +
+             ",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":true}";
+  const std::string byte_level =
+      "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,\"use_regex\":true}";
+  return "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[" + added +
+         "],\"normalizer\":{\"type\":\"NFC\"},\"pre_tokenizer\":" + byte_level + ",\"post_processor\":" + byte_level +
+         ",\"decoder\":" + byte_level +
+         ",\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":\"\","
+         "\"end_of_word_suffix\":\"\",\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":false,\"vocab\":{" +
+         vocab + "},\"merges\":[]}}";
+}
+
+std::string shard_name(size_t index, size_t count) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", index + 1, count);
+  return buf;
+}
+
+}  // namespace
+
+uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
+  const std::string config_text = read_text_file(o.config_json);
+  const ModelConfig config = ModelConfig::parse(config_text, o.config_json.string());
+  std::filesystem::create_directories(o.out_dir);
+  write_file(o.out_dir / "config.json", config_text);
+  if (o.tokenizer_json) {
+    std::filesystem::copy_file(*o.tokenizer_json, o.out_dir / "tokenizer.json",
+                               std::filesystem::copy_options::overwrite_existing);
+  } else {
+    if (config.vocab_size < 259)
+      throw ModelError(o.config_json.string() + ": vocab_size " + std::to_string(config.vocab_size) +
+                       " is too small for the built-in byte-level tokenizer (needs 259); pass --tokenizer");
+    write_file(o.out_dir / "tokenizer.json", byte_level_tokenizer_json());
+  }
+
+  // Group tensors into shards of at most shard_bytes (a tensor larger than that gets its own).
+  std::vector<std::vector<TensorSpec>> shards(1);
+  uint64_t shard_size = 0, total = 0;
+  for (const WeightSpec& w : expected_weights(config)) {
+    TensorSpec spec{w.name, o.dtype, w.shape};
+    if (shard_size > 0 && shard_size + spec.nbytes() > o.shard_bytes) {
+      shards.emplace_back();
+      shard_size = 0;
+    }
+    shard_size += spec.nbytes();
+    total += spec.nbytes();
+    shards.back().push_back(std::move(spec));
+  }
+
+  ThreadPool pool;
+  auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) { fill_tensor(pool, o.seed, spec, out); };
+  const std::map<std::string, std::string> metadata{{"format", "pt"}};
+  if (shards.size() == 1) {
+    write_safetensors(o.out_dir / "model.safetensors", shards[0], fill, metadata);
+    std::filesystem::remove(o.out_dir / "model.safetensors.index.json");
+    return total;
+  }
+  std::filesystem::remove(o.out_dir / "model.safetensors");
+  std::string weight_map;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string name = shard_name(s, shards.size());
+    write_safetensors(o.out_dir / name, shards[s], fill, metadata);
+    for (const TensorSpec& t : shards[s]) weight_map += (weight_map.empty() ? "" : ",\n    ") + json_string(t.name) + ": " + json_string(name);
+  }
+  write_file(o.out_dir / "model.safetensors.index.json",
+             "{\n  \"metadata\": {\"total_size\": " + std::to_string(total) + "},\n  \"weight_map\": {\n    " +
+                 weight_map + "\n  }\n}\n");
+  return total;
+}
+
+}  // namespace ultraserve

@@ -1,0 +1,113 @@
+#include "model/weights.h"
+
+#include "model/error.h"
+
+namespace ultraserve {
+namespace {
+
+std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+void add_ffn(std::vector<WeightSpec>& out, const std::string& prefix, int64_t hidden, int64_t width) {
+  out.push_back({prefix + "gate_proj.weight", {width, hidden}});
+  out.push_back({prefix + "up_proj.weight", {width, hidden}});
+  out.push_back({prefix + "down_proj.weight", {hidden, width}});
+}
+
+// Fetches tensors already validated by expected_weights() and converts them to fp32.
+class Fetcher {
+ public:
+  explicit Fetcher(const CheckpointTensors& t) : tensors_(t) {}
+
+  std::vector<float> vector(const std::string& name) const {
+    const TensorView* v = tensors_.find(name);
+    std::vector<float> out(static_cast<size_t>(v->numel()));
+    convert_to_f32(v->dtype, v->bytes.data(), out.size(), out.data());
+    return out;
+  }
+  Matrix matrix(const std::string& name) const {
+    const TensorView* v = tensors_.find(name);
+    return Matrix{static_cast<int>(v->shape[0]), static_cast<int>(v->shape[1]), vector(name)};
+  }
+  FeedForward ffn(const std::string& prefix) const {
+    return {matrix(prefix + "gate_proj.weight"), matrix(prefix + "up_proj.weight"), matrix(prefix + "down_proj.weight")};
+  }
+
+ private:
+  const CheckpointTensors& tensors_;
+};
+
+}  // namespace
+
+std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
+  const int64_t h = c.hidden_size;
+  std::vector<WeightSpec> out;
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, h}});
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = layer_prefix(l);
+    out.push_back({p + "input_layernorm.weight", {h}});
+    out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}});
+    out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}});
+    out.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), h}});
+    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_dim()}});
+    out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
+    out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
+    out.push_back({p + "post_attention_layernorm.weight", {h}});
+    if (c.is_moe_layer(l)) {
+      out.push_back({p + "mlp.gate.weight", {c.num_experts, h}});
+      for (int e = 0; e < c.num_experts; ++e)
+        add_ffn(out, p + "mlp.experts." + std::to_string(e) + ".", h, c.moe_intermediate_size);
+    } else {
+      add_ffn(out, p + "mlp.", h, c.intermediate_size);
+    }
+  }
+  out.push_back({"model.norm.weight", {h}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  return out;
+}
+
+ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c) {
+  for (const WeightSpec& spec : expected_weights(c)) {
+    const TensorView* v = tensors.find(spec.name);
+    if (!v) throw ModelError(tensors.source() + ": tensor '" + spec.name + "' is missing (config.json requires it)");
+    if (v->dtype != DType::F32 && v->dtype != DType::BF16 && v->dtype != DType::F16)
+      throw ModelError(*v->file + ": tensor '" + spec.name + "' has dtype " + std::string(dtype_name(v->dtype)) +
+                       ", expected BF16, F16 or F32");
+    if (v->shape != spec.shape)
+      throw ModelError(*v->file + ": tensor '" + spec.name + "' has shape " + v->shape_string() +
+                       " but config.json implies " + shape_string(spec.shape));
+  }
+
+  Fetcher f(tensors);
+  ModelWeights w;
+  w.embed_tokens = f.matrix("model.embed_tokens.weight");
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = layer_prefix(l);
+    LayerWeights& L = w.layers.emplace_back();
+    L.input_norm = f.vector(p + "input_layernorm.weight");
+    L.post_attention_norm = f.vector(p + "post_attention_layernorm.weight");
+    L.q_norm = f.vector(p + "self_attn.q_norm.weight");
+    L.k_norm = f.vector(p + "self_attn.k_norm.weight");
+    L.q_proj = f.matrix(p + "self_attn.q_proj.weight");
+    L.k_proj = f.matrix(p + "self_attn.k_proj.weight");
+    L.v_proj = f.matrix(p + "self_attn.v_proj.weight");
+    L.o_proj = f.matrix(p + "self_attn.o_proj.weight");
+    L.moe = c.is_moe_layer(l);
+    if (L.moe) {
+      L.router = f.matrix(p + "mlp.gate.weight");
+      for (int e = 0; e < c.num_experts; ++e) L.experts.push_back(f.ffn(p + "mlp.experts." + std::to_string(e) + "."));
+    } else {
+      L.dense = f.ffn(p + "mlp.");
+    }
+  }
+  w.final_norm = f.vector("model.norm.weight");
+  if (!c.tie_word_embeddings) w.lm_head = f.matrix("lm_head.weight");
+  return w;
+}
+
+}  // namespace ultraserve

@@ -1,0 +1,78 @@
+// The ultraserve binary as a user meets it: exit codes, messages, and both option spellings.
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "tests/test_support.h"
+
+namespace ultraserve {
+namespace {
+
+struct Run {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+Run ultraserve(const std::string& args) {
+  const std::string cmd = (testing::binary_dir() / "tools/ultraserve").string() + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+#define EXPECT_RUN(run, code, needle)                                            \
+  do {                                                                           \
+    Run r_ = (run);                                                              \
+    EXPECT_EQ(r_.exit_code, code) << r_.output;                                  \
+    EXPECT_NE(r_.output.find(needle), std::string::npos) << r_.output;           \
+  } while (0)
+
+TEST(Cli, UsageErrorsExitWithTwoAndSayWhy) {
+  EXPECT_RUN(ultraserve(""), 2, "usage: ultraserve <command>");
+  EXPECT_RUN(ultraserve("frobnicate"), 2, "unknown command 'frobnicate'");
+  EXPECT_RUN(ultraserve("generate --bogus=1"), 2, "unknown option");
+  EXPECT_RUN(ultraserve("generate --prompt hi"), 2, "--model is required");
+  EXPECT_RUN(ultraserve("generate --model x --prompt hi --max-tokens abc"), 2, "max-tokens");
+  EXPECT_RUN(ultraserve("generate --model x --prompt hi --max-tokens"), 2, "max-tokens");
+  EXPECT_RUN(ultraserve("generate --model x --prompt hi --temperature -1"), 2, "--temperature must be >= 0");
+  EXPECT_RUN(ultraserve("generate --model x --prompt hi --top-p 0"), 2, "--top-p");
+  EXPECT_RUN(ultraserve("generate --model x --prompt hi stray"), 2, "unexpected argument 'stray'");
+  EXPECT_RUN(ultraserve("make-checkpoint --config a.json --out o --dtype q4"), 2, "--dtype must be");
+  EXPECT_RUN(ultraserve("generate --help"), 0, "--max-tokens");
+  EXPECT_RUN(ultraserve("help"), 0, "make-checkpoint");
+}
+
+TEST(Cli, RuntimeErrorsExitWithOneAndNameTheFile) {
+  EXPECT_RUN(ultraserve("generate --model /nonexistent/model --prompt hi"), 1, "/nonexistent/model");
+  EXPECT_RUN(ultraserve("make-checkpoint --config /nonexistent.json --out /tmp/x"), 1, "/nonexistent.json");
+}
+
+TEST(Cli, MakeCheckpointThenGenerateWithBothOptionSpellings) {
+  testing::ScratchDir dir;
+  const std::string model = (dir / "m").string();
+  const std::string config = testing::fixture("configs/dense_qwen3.json").string();
+  EXPECT_RUN(ultraserve("make-checkpoint --config " + config + " --out " + model + " --seed 3"), 0, "wrote");
+  Run spaced = ultraserve("generate --model " + model + " --prompt 'Hello' --max-tokens 12");
+  Run joined = ultraserve("generate --model=" + model + " --prompt=Hello --max-tokens=12");
+  EXPECT_EQ(spaced.exit_code, 0) << spaced.output;
+  EXPECT_NE(spaced.output.find("tokens/s"), std::string::npos) << spaced.output;
+  // The stats line differs in timings; the generated text before it must not.
+  auto text = [](const std::string& s) { return s.substr(0, s.find("\n[")); };
+  EXPECT_EQ(text(spaced.output), text(joined.output));
+  Run sampled = ultraserve("generate --model " + model + " --prompt Hi --max-tokens 8 --temperature 0.8 --seed 5 --chat");
+  EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
+}
+
+TEST(Cli, DevicesSaysWhatItFinds) {
+  Run r = ultraserve("devices");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(r.output.find("cuda:") != std::string::npos || r.output.find("no GPU") != std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace ultraserve

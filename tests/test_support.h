@@ -1,0 +1,80 @@
+#pragma once
+// Small helpers shared by the tests: scratch directories, files, and tiny checkpoints.
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "model/random_checkpoint.h"
+
+namespace ultraserve::testing {
+
+// The source and build trees, as configured; the environment variables of the same names
+// override them where the tests run elsewhere (scripts/gpu.sh carries them to a GPU machine).
+inline std::filesystem::path source_dir() {
+  const char* env = std::getenv("ULTRASERVE_SOURCE_DIR");
+  return env ? env : ULTRASERVE_SOURCE_DIR;
+}
+inline std::filesystem::path binary_dir() {
+  const char* env = std::getenv("ULTRASERVE_BINARY_DIR");
+  return env ? env : ULTRASERVE_BINARY_DIR;
+}
+inline std::filesystem::path fixture(const std::string& relative) { return source_dir() / "tests/fixtures" / relative; }
+
+// A fresh directory under the system temp dir, removed when the object dies.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::random_device rd;
+    path_ = std::filesystem::temp_directory_path() / ("ultraserve-test-" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// A random checkpoint of one of the configs in tests/fixtures/configs.
+inline std::filesystem::path make_checkpoint(const ScratchDir& dir, const std::string& config, uint64_t seed = 1,
+                                             DType dtype = DType::BF16, uint64_t shard_bytes = 4ull << 30) {
+  RandomCheckpointOptions o;
+  o.config_json = fixture("configs/" + config);
+  o.out_dir = dir / config;
+  o.seed = seed;
+  o.dtype = dtype;
+  o.shard_bytes = shard_bytes;
+  write_random_checkpoint(o);
+  return o.out_dir;
+}
+
+// Asserts that `fn` throws ModelError (or another std::exception) whose message contains each needle.
+#define EXPECT_THROW_WITH(stmt, ...)                                                  \
+  do {                                                                                \
+    try {                                                                             \
+      stmt;                                                                           \
+      ADD_FAILURE() << "expected an exception from: " #stmt;                          \
+    } catch (const std::exception& e) {                                               \
+      for (const char* needle : {__VA_ARGS__})                                        \
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)              \
+            << "message '" << e.what() << "' lacks '" << needle << "'";               \
+    }                                                                                 \
+  } while (0)
+
+}  // namespace ultraserve::testing

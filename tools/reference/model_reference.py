@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Reference logits from HF transformers for the random checkpoints in tests/fixtures/reference/cases.json.
+
+Runs where transformers and torch are installed (the GPU machine); computes on the CPU in fp32 so
+that no TF32 or reduced-precision GPU path enters the reference. For every case and prompt length it
+records:
+  p{L}.ids            I32 [L]      the prompt (random ids, seeded by the case's seed)
+  p{L}.logits         F32 [L, V]   logits for every prompt position (the prefill)
+  p{L}.greedy         I32 [N]      greedy continuation, N = cases.json's greedy_tokens
+  p{L}.greedy_logits  F32 [N, V]   logits after feeding greedy[k] through the KV cache
+The greedy loop feeds one token at a time through past_key_values, and is checked against
+model.generate(do_sample=False) so both HF paths agree before we compare with ours.
+
+usage: model_reference.py --cases tests/fixtures/reference/cases.json --checkpoints DIR --out DIR
+where DIR/<name> holds each case's checkpoint, made by `ultraserve make-checkpoint`.
+"""
+import argparse
+import json
+import os
+import random
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+PROMPT_LENGTHS = (1, 7, 40)
+
+
+def reference_for_case(case, checkpoint_dir, greedy_tokens):
+    model = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=torch.float32)
+    model.eval()
+    vocab = model.config.vocab_size
+    rng = random.Random(case["seed"])
+    tensors = {}
+    for length in PROMPT_LENGTHS:
+        ids = [rng.randrange(vocab) for _ in range(length)]
+        prompt = torch.tensor([ids])
+        out = model(prompt, use_cache=True)
+        logits = out.logits[0].float()
+        past = out.past_key_values
+        greedy, step_logits = [], []
+        token = int(logits[-1].argmax())
+        for _ in range(greedy_tokens):
+            greedy.append(token)
+            out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            row = out.logits[0, -1].float()
+            step_logits.append(row)
+            token = int(row.argmax())
+        generated = model.generate(prompt, do_sample=False, max_new_tokens=greedy_tokens,
+                                   min_new_tokens=greedy_tokens, eos_token_id=None, pad_token_id=0)
+        assert generated[0, length:].tolist() == greedy, f"{case['name']}: generate() and the manual loop disagree"
+        tensors[f"p{length}.ids"] = torch.tensor(ids, dtype=torch.int32)
+        tensors[f"p{length}.logits"] = logits.contiguous()
+        tensors[f"p{length}.greedy"] = torch.tensor(greedy, dtype=torch.int32)
+        tensors[f"p{length}.greedy_logits"] = torch.stack(step_logits).contiguous()
+    return tensors
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--checkpoints", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    torch.manual_seed(0)
+    spec = json.load(open(args.cases))
+    os.makedirs(args.out, exist_ok=True)
+    for case in spec["cases"]:
+        tensors = reference_for_case(case, os.path.join(args.checkpoints, case["name"]), spec["greedy_tokens"])
+        metadata = {"config": case["config"], "seed": str(case["seed"]), "dtype": case["dtype"],
+                    "generator": "tools/reference/model_reference.py",
+                    "transformers": transformers.__version__, "torch": torch.__version__}
+        save_file(tensors, os.path.join(args.out, case["name"] + ".safetensors"), metadata=metadata)
+        print(f"{case['name']}: {len(tensors)} tensors", flush=True)
+
+
+if __name__ == "__main__":
+    main()

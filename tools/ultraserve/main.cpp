@@ -1,0 +1,40 @@
+// ultraserve: one binary, one subcommand per job.
+
+#include <cstring>
+#include <iostream>
+
+#include "tools/ultraserve/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const ultraserve::Args&);
+};
+
+constexpr Command kCommands[] = {
+    {"generate", "generate text from a prompt, streamed to stdout", ultraserve::generate_command},
+    {"make-checkpoint", "write a random-weight HF checkpoint for a config.json", ultraserve::make_checkpoint_command},
+    {"devices", "list the CUDA devices this build can use", ultraserve::devices_command},
+};
+
+void print_usage(std::ostream& out) {
+  out << "usage: ultraserve <command> [options]   (ultraserve <command> --help for its options)\n\ncommands:\n";
+  for (const auto& c : kCommands) out << "  " << c.name << std::string(18 - std::strlen(c.name), ' ') << c.summary << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    print_usage(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : kCommands)
+    if (std::strcmp(argv[1], c.name) == 0) return c.run(ultraserve::Args(argv + 2, argv + argc));
+  std::cerr << "error: unknown command '" << argv[1] << "'\n";
+  print_usage(std::cerr);
+  return 2;
+}
