@@ -65,8 +65,9 @@ class FieldReader {
     std::vector<int32_t> out;
     if (!has(key)) return out;
     element e = root_[key].value();
-    if (e.is_array()) {
-      for (element item : e.get_array().value()) out.push_back(checked_int(item, key, lo, hi));
+    simdjson::dom::array items;
+    if (!e.get(items)) {  // (a range-for over get_array().value() would iterate a dead temporary)
+      for (element item : items) out.push_back(checked_int(item, key, lo, hi));
     } else {
       out.push_back(checked_int(e, key, lo, hi));
     }

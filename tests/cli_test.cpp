@@ -10,12 +10,12 @@
 namespace ultraserve {
 namespace {
 
-struct Run {
+struct CliRun {
   int exit_code;
   std::string output;  // stdout and stderr together
 };
 
-Run ultraserve(const std::string& args) {
+CliRun ultraserve(const std::string& args) {
   const std::string cmd = (testing::binary_dir() / "tools/ultraserve").string() + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
@@ -27,7 +27,7 @@ Run ultraserve(const std::string& args) {
 
 #define EXPECT_RUN(run, code, needle)                                            \
   do {                                                                           \
-    Run r_ = (run);                                                              \
+    CliRun r_ = (run);                                                              \
     EXPECT_EQ(r_.exit_code, code) << r_.output;                                  \
     EXPECT_NE(r_.output.find(needle), std::string::npos) << r_.output;           \
   } while (0)
@@ -57,19 +57,19 @@ TEST(Cli, MakeCheckpointThenGenerateWithBothOptionSpellings) {
   const std::string model = (dir / "m").string();
   const std::string config = testing::fixture("configs/dense_qwen3.json").string();
   EXPECT_RUN(ultraserve("make-checkpoint --config " + config + " --out " + model + " --seed 3"), 0, "wrote");
-  Run spaced = ultraserve("generate --model " + model + " --prompt 'Hello' --max-tokens 12");
-  Run joined = ultraserve("generate --model=" + model + " --prompt=Hello --max-tokens=12");
+  CliRun spaced = ultraserve("generate --model " + model + " --prompt 'Hello' --max-tokens 12");
+  CliRun joined = ultraserve("generate --model=" + model + " --prompt=Hello --max-tokens=12");
   EXPECT_EQ(spaced.exit_code, 0) << spaced.output;
   EXPECT_NE(spaced.output.find("tokens/s"), std::string::npos) << spaced.output;
   // The stats line differs in timings; the generated text before it must not.
   auto text = [](const std::string& s) { return s.substr(0, s.find("\n[")); };
   EXPECT_EQ(text(spaced.output), text(joined.output));
-  Run sampled = ultraserve("generate --model " + model + " --prompt Hi --max-tokens 8 --temperature 0.8 --seed 5 --chat");
+  CliRun sampled = ultraserve("generate --model " + model + " --prompt Hi --max-tokens 8 --temperature 0.8 --seed 5 --chat");
   EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
 }
 
 TEST(Cli, DevicesSaysWhatItFinds) {
-  Run r = ultraserve("devices");
+  CliRun r = ultraserve("devices");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(r.output.find("cuda:") != std::string::npos || r.output.find("no GPU") != std::string::npos) << r.output;
 }

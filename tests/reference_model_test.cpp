@@ -29,6 +29,8 @@ struct Case {
   uint64_t seed, shard_mb;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 std::vector<Case> load_cases() {
   simdjson::dom::parser parser;
   auto doc = parser.load(testing::fixture("reference/cases.json").string());

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -71,7 +72,7 @@ inline std::filesystem::path make_checkpoint(const ScratchDir& dir, const std::s
       stmt;                                                                           \
       ADD_FAILURE() << "expected an exception from: " #stmt;                          \
     } catch (const std::exception& e) {                                               \
-      for (const char* needle : {__VA_ARGS__})                                        \
+      for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})         \
         EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)              \
             << "message '" << e.what() << "' lacks '" << needle << "'";               \
     }                                                                                 \

@@ -67,7 +67,8 @@ int generate_command(const Args& args) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
     });
-    std::fprintf(stdout, "\n");
+    std::fputc('\n', stdout);
+    std::fflush(stdout);  // the stats line on stderr must come after the text
     std::fprintf(stderr,
                  "[%d prompt tokens in %.3f s; %d generated, %.1f tokens/s decode; finish: %s; %zu threads]\n",
                  stats.prompt_tokens, stats.prefill_seconds, stats.generated_tokens,
