@@ -72,7 +72,7 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept = default;
   ~Tokenizer();
 
-  struct Impl;  // defined in tokenizer.cpp; keeps simdjson/PCRE2/utf8proc out of this header
+  struct Impl;  // defined in tokenizer/impl.h; keeps simdjson/PCRE2/utf8proc out of this header
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
