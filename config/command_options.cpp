@@ -26,16 +26,43 @@ std::vector<std::string> join_option_values(const std::vector<std::string>& args
 
 CommandOptions::CommandOptions(std::string usage) : usage_(std::move(usage)) {}
 
-CommandOptions::Parsed CommandOptions::parse_args(const std::vector<std::string>& args, std::ostream& err) {
-  for (const auto& a : args)
+std::string CommandOptions::load_config_file(const std::string& path) {
+  auto parsed = parse_config_file(path.c_str());
+  if (!parsed) return path + ": " + render(parsed.error());
+  for (const auto& [key, value] : *parsed) {
+    const caf::config_option* opt = custom_options_.cli_long_name_lookup(key);
+    if (opt == nullptr || opt->category() != "global" || key == "config-file")
+      return path + ": unknown option '" + key + "'";
+    if (auto error = opt->check(value)) {
+      const caf::string_view type = opt->type_name();
+      return path + ": '" + key + "' must be " + std::string(type.data(), type.size()) + ", not " + caf::to_string(value);
+    }
+    opt->store(value);
+  }
+  return {};
+}
+
+CommandOptions::Parsed CommandOptions::parse_args(const std::vector<std::string>& raw_args, std::ostream& err) {
+  for (const auto& a : raw_args)
     if (a == "-h" || a == "--help" || a == "-?") {
       err << "usage: " << usage_ << "\n\n";
       break;
     }
-  // An empty INI name: commands are configured on the command line; the server reads its
-  // documented file through --config-file.
+  std::vector<std::string> args;
+  for (const std::string& a : join_option_values(raw_args, custom_options_)) {
+    if (!a.starts_with("--config-file=")) {
+      args.push_back(a);
+      continue;
+    }
+    if (std::string problem = load_config_file(a.substr(14)); !problem.empty()) {
+      err << "error: " << problem << "\n";
+      return Parsed::invalid;
+    }
+  }
+  // The empty INI name keeps CAF from reading caf-application.ini behind our back: the one
+  // config file is the one named by --config-file, read above.
   const char* no_ini = "";
-  if (auto error = parse(join_option_values(args, custom_options_), no_ini)) {
+  if (auto error = parse(args, no_ini)) {
     std::string what = render(error);
     if (what.find("not_an_option") != std::string::npos) what = "unknown option in " + what;
     err << "error: " << what << "\nusage: " << usage_ << "\n(--help lists the options)\n";

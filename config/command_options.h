@@ -23,6 +23,10 @@ class CommandOptions : public caf::actor_system_config {
  public:
   explicit CommandOptions(std::string usage);
 
+  // `--config-file FILE` reads option values from FILE (CAF's config format, one `key = value`
+  // per option, see config/ultraserve.conf) before the command line, which overrides it. Unlike
+  // CAF's own reading of that file, a value of the wrong type or an unknown key is an error.
+
   enum class Parsed { run, help_shown, invalid };
   // Parses the arguments that follow the subcommand's name; help and errors go to `err`.
   Parsed parse_args(const std::vector<std::string>& args, std::ostream& err);
@@ -31,6 +35,8 @@ class CommandOptions : public caf::actor_system_config {
   caf::config_option_adder options() { return {custom_options_, "global"}; }
 
  private:
+  std::string load_config_file(const std::string& path);  // "" or an error message
+
   std::string usage_;
 };
 

@@ -1,5 +1,7 @@
 #include "model/generate.h"
 
+#include "model/checkpoint.h"
+
 #include <chrono>
 #include <stdexcept>
 
@@ -29,6 +31,7 @@ GenerationStats generate(CpuModel& model, const Tokenizer& tokenizer, const Gene
   cache.reserve(seq, context);
   Generation generation(request, tokenizer);
 
+  const size_t vocab = static_cast<size_t>(sampleable_vocab(config, tokenizer));
   GenerationStats stats;
   stats.prompt_tokens = prompt;
   auto t0 = clock::now();
@@ -38,7 +41,7 @@ GenerationStats generate(CpuModel& model, const Tokenizer& tokenizer, const Gene
   stats.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   for (;;) {
-    int32_t token = generation.sample(logits);
+    int32_t token = generation.sample(std::span(logits).first(vocab));
     auto update = generation.on_token(token);
     if (!update.text.empty()) on_text(update.text);
     if (update.finish != FinishReason::none) {

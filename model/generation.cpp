@@ -9,6 +9,7 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::none: return "none";
     case FinishReason::stop: return "stop";
     case FinishReason::length: return "length";
+    case FinishReason::cancelled: return "cancelled";
   }
   return "?";
 }

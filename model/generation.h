@@ -14,7 +14,7 @@
 
 namespace ultraserve {
 
-enum class FinishReason { none, stop, length };
+enum class FinishReason { none, stop, length, cancelled };
 const char* finish_reason_name(FinishReason r);
 
 struct GenerationRequest {

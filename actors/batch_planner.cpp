@@ -1,0 +1,97 @@
+#include "actors/batch_planner.h"
+
+#include <algorithm>
+
+namespace ultraserve {
+
+BatchPlanner::BatchPlanner(const PlannerLimits& limits) : limits_(limits) {}
+
+int BatchPlanner::blocks_for(const Sequence& s) const {
+  const int tokens = static_cast<int>(s.prompt.size()) + s.max_tokens;
+  return (tokens + limits_.kv_block_size - 1) / limits_.kv_block_size;
+}
+
+BatchPlanner::Admission BatchPlanner::submit(RequestId id, std::vector<int32_t> prompt, int max_tokens,
+                                             const SamplingParams& sampling) {
+  Sequence s{std::move(prompt), max_tokens, sampling, 0, 0, std::nullopt};
+  if (blocks_for(s) > limits_.kv_blocks) return Admission::too_large;
+  if (waiting_.size() >= limits_.max_queued) return Admission::overloaded;
+  sequences_.emplace(id, std::move(s));
+  waiting_.push_back(id);
+  return Admission::queued;
+}
+
+bool BatchPlanner::cancel(RequestId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return false;
+  if (auto w = std::find(waiting_.begin(), waiting_.end(), id); w != waiting_.end()) {
+    waiting_.erase(w);
+  } else {
+    std::erase(running_, id);
+    kv_used_ -= it->second.blocks;
+    pending_release_.push_back(id);
+  }
+  sequences_.erase(it);
+  return true;
+}
+
+void BatchPlanner::on_sampled(RequestId id, int32_t token, bool finished) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;  // cancelled while its step was in flight
+  if (finished) {
+    std::erase(running_, id);
+    kv_used_ -= it->second.blocks;
+    pending_release_.push_back(id);
+    sequences_.erase(it);
+  } else {
+    it->second.next_input = token;
+  }
+}
+
+void BatchPlanner::add_prefill_chunk(RequestId id, Sequence& s, int& budget, StepPlan& plan) {
+  const size_t remaining = s.prompt.size() - s.prefilled;
+  const size_t chunk = std::min<size_t>(remaining, static_cast<size_t>(budget));
+  if (chunk == 0) return;
+  StepEntry e{id, {s.prompt.begin() + s.prefilled, s.prompt.begin() + s.prefilled + chunk}, chunk == remaining};
+  s.prefilled += chunk;
+  budget -= static_cast<int>(chunk);
+  plan.entries.push_back(std::move(e));
+}
+
+std::optional<StepPlan> BatchPlanner::next_step() {
+  StepPlan plan;
+  plan.release.swap(pending_release_);
+  int budget = limits_.max_step_tokens;
+
+  // Running requests first: one decode token each, then any unfinished prompt chunks.
+  for (RequestId id : running_) {
+    Sequence& s = sequences_.at(id);
+    if (s.next_input && budget > 0) {
+      plan.entries.push_back({id, {*s.next_input}, true});
+      s.next_input.reset();
+      --budget;
+    }
+  }
+  for (RequestId id : running_) {
+    Sequence& s = sequences_.at(id);
+    if (s.prefilled < s.prompt.size()) add_prefill_chunk(id, s, budget, plan);
+  }
+  // Then admit waiting requests in arrival order while the batch, the KV pool and the token
+  // budget allow. Strict FIFO: a large request at the head is not overtaken by small ones.
+  while (!waiting_.empty() && budget > 0 && static_cast<int>(running_.size()) < limits_.max_batch) {
+    const RequestId id = waiting_.front();
+    Sequence& s = sequences_.at(id);
+    const int blocks = blocks_for(s);
+    if (kv_used_ + blocks > limits_.kv_blocks) break;
+    waiting_.pop_front();
+    s.blocks = blocks;
+    kv_used_ += blocks;
+    running_.push_back(id);
+    plan.admit.push_back({id, static_cast<int>(s.prompt.size()) + s.max_tokens, s.sampling});
+    add_prefill_chunk(id, s, budget, plan);
+  }
+  if (plan.entries.empty() && plan.release.empty() && plan.admit.empty()) return std::nullopt;
+  return plan;
+}
+
+}  // namespace ultraserve

@@ -1,0 +1,49 @@
+#pragma once
+// The device side of a step: a worker owns the weights, the KV memory and the samplers of its
+// sequences, and executes StepPlans. One implementation per backend (CPU today, CUDA next);
+// the worker actor and the scheduler see only this interface.
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "actors/step.h"
+#include "model/cpu_model.h"
+#include "model/kv_cache.h"
+
+namespace ultraserve {
+
+struct WorkerInfo {
+  std::string device;  // "cpu", "cuda:0", ...
+  int kv_blocks = 0;
+  int kv_block_size = 0;
+};
+
+class ModelWorker {
+ public:
+  virtual ~ModelWorker() = default;
+  virtual StepResult execute(const StepPlan& plan) = 0;
+  virtual WorkerInfo info() const = 0;
+};
+
+class CpuWorker : public ModelWorker {
+ public:
+  // Samples among the first `sampleable_vocab` ids (see sampleable_vocab() in model/checkpoint.h).
+  CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vocab, int kv_blocks, int kv_block_size,
+            size_t threads);
+  StepResult execute(const StepPlan& plan) override;
+  WorkerInfo info() const override;
+
+ private:
+  struct Sequence {
+    KvSequence kv;
+    Sampler sampler;
+  };
+  size_t sampleable_vocab_;
+  ThreadPool pool_;
+  CpuModel model_;
+  PagedKvCache cache_;
+  std::map<RequestId, Sequence> sequences_;
+};
+
+}  // namespace ultraserve

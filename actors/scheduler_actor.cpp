@@ -1,0 +1,200 @@
+#include "actors/scheduler_actor.h"
+
+#include <chrono>
+#include <map>
+#include <set>
+
+#include <caf/all.hpp>
+
+#include "actors/messages.h"
+#include "actors/metrics_events.h"
+
+namespace ultraserve {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+
+struct ActiveRequest {
+  caf::actor session;
+  Generation generation;
+  int prompt_tokens;
+  clock::time_point submitted;
+  std::optional<clock::time_point> first_token, last_token;
+};
+
+struct SchedulerState {
+  std::unique_ptr<BatchPlanner> planner;
+  std::map<RequestId, ActiveRequest> active;
+  std::map<caf::actor_addr, std::set<RequestId>> by_session;
+  caf::actor worker, metrics;
+  std::shared_ptr<const Tokenizer> tokenizer;
+  bool step_in_flight = false;
+  uint64_t steps = 0;
+  static inline const char* name = "scheduler";
+};
+
+using Self = caf::stateful_actor<SchedulerState>;
+
+double seconds(clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+void observe(Self* self, RequestObservation o) {
+  if (self->state.metrics) self->send(self->state.metrics, observe_atom::value, std::move(o));
+}
+
+// Forgets a request that ended (finished, failed or cancelled); the planner already knows.
+ActiveRequest retire(Self* self, RequestId id) {
+  auto node = self->state.active.extract(id);
+  auto& owned = self->state.by_session[node.mapped().session.address()];
+  owned.erase(id);
+  if (owned.empty()) {
+    self->demonitor(node.mapped().session);
+    self->state.by_session.erase(node.mapped().session.address());
+  }
+  return std::move(node.mapped());
+}
+
+void send_done(Self* self, RequestId id, FinishReason reason) {
+  ActiveRequest r = retire(self, id);
+  const auto now = clock::now();
+  DoneEvent done{id, reason, r.prompt_tokens, static_cast<int>(r.generation.tokens().size()),
+                 r.first_token ? seconds(*r.first_token - r.submitted) : 0.0, seconds(now - r.submitted)};
+  observe(self, {finish_reason_name(reason), done.prompt_tokens, done.completion_tokens,
+                 r.first_token ? done.time_to_first_token_s : -1.0});
+  self->send(r.session, done_atom::value, std::move(done));
+}
+
+void send_failed(Self* self, RequestId id, const std::string& code, const std::string& message) {
+  ActiveRequest r = retire(self, id);
+  observe(self, {code, r.prompt_tokens, static_cast<int>(r.generation.tokens().size()),
+                 r.first_token ? seconds(*r.first_token - r.submitted) : -1.0});
+  self->send(r.session, failed_atom::value, FailedEvent{id, code, message});
+}
+
+void run_next_step(Self* self);
+
+void on_step_result(Self* self, const StepPlan& plan, const StepResult& result) {
+  auto& st = self->state;
+  st.step_in_flight = false;
+  ++st.steps;
+  const auto now = clock::now();
+  StepObservation obs;
+  obs.batch_size = static_cast<int>(plan.entries.size());
+  for (const auto& e : plan.entries) obs.tokens += static_cast<int>(e.tokens.size());
+  obs.seconds = result.seconds;
+  for (const SampledToken& s : result.sampled) {
+    auto it = st.active.find(s.id);
+    if (it == st.active.end()) continue;  // cancelled while the step ran
+    ActiveRequest& r = it->second;
+    if (!r.first_token) r.first_token = now;
+    else obs.inter_token_s.push_back(seconds(now - *r.last_token));
+    r.last_token = now;
+    const size_t before = r.generation.tokens().size();
+    Generation::Update update = r.generation.on_token(s.token);
+    const bool finished = update.finish != FinishReason::none;
+    st.planner->on_sampled(s.id, s.token, finished);
+    if (r.generation.tokens().size() > before || !update.text.empty()) {
+      std::vector<int32_t> tokens;
+      if (r.generation.tokens().size() > before) tokens.push_back(s.token);
+      self->send(r.session, token_atom::value, TokenEvent{s.id, std::move(update.text), std::move(tokens)});
+    }
+    if (finished) send_done(self, s.id, update.finish);
+  }
+  obs.kv_blocks_used = st.planner->kv_blocks_used();
+  obs.kv_blocks_total = st.planner->kv_blocks_total();
+  obs.queued = st.planner->queued();
+  if (st.metrics) self->send(st.metrics, observe_atom::value, std::move(obs));
+  run_next_step(self);
+}
+
+void run_next_step(Self* self) {
+  auto& st = self->state;
+  if (st.step_in_flight) return;
+  std::optional<StepPlan> plan = st.planner->next_step();
+  if (!plan) return;
+  st.step_in_flight = true;
+  auto shared_plan = std::make_shared<StepPlan>(std::move(*plan));
+  self->request(st.worker, caf::infinite, step_atom::value, *shared_plan)
+      .then([self, shared_plan](const StepResult& result) { on_step_result(self, *shared_plan, result); },
+            [self, shared_plan](const caf::error& err) {
+              // The worker failed mid-step: the state of every running sequence is unknown,
+              // so each gets a clear error; the scheduler itself stays up.
+              self->state.step_in_flight = false;
+              const std::string message = "the model worker failed: " + self->system().render(err);
+              std::vector<RequestId> ids;
+              for (const auto& [id, _] : self->state.active) ids.push_back(id);
+              for (RequestId id : ids) {
+                self->state.planner->cancel(id);
+                send_failed(self, id, "internal", message);
+              }
+            });
+}
+
+caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tokenizer> tokenizer,
+                        SchedulerOptions options) {
+  auto& st = self->state;
+  st.planner = std::make_unique<BatchPlanner>(options.limits);
+  st.worker = std::move(worker);
+  st.metrics = std::move(options.metrics);
+  st.tokenizer = std::move(tokenizer);
+  self->set_down_handler([self](const caf::down_msg& down) {
+    auto it = self->state.by_session.find(down.source);
+    if (it == self->state.by_session.end()) return;
+    const std::set<RequestId> ids = it->second;
+    for (RequestId id : ids) {
+      self->state.planner->cancel(id);
+      send_done(self, id, FinishReason::cancelled);  // delivered to a dead actor: dropped, but counted
+    }
+    run_next_step(self);
+  });
+  return {
+      [self](submit_atom, SubmitRequest& req) {
+        auto& st = self->state;
+        const int prompt_tokens = static_cast<int>(req.generation.prompt.size());
+        switch (st.planner->submit(req.id, req.generation.prompt, req.generation.max_tokens, req.generation.sampling)) {
+          case BatchPlanner::Admission::overloaded:
+            self->send(req.reply_to, failed_atom::value,
+                       FailedEvent{req.id, "overloaded", "the server's queue is full; retry later"});
+            observe(self, {"overloaded", prompt_tokens, 0, -1});
+            return;
+          case BatchPlanner::Admission::too_large:
+            self->send(req.reply_to, failed_atom::value,
+                       FailedEvent{req.id, "invalid_request", "prompt + max_tokens exceed the server's KV cache"});
+            observe(self, {"invalid_request", prompt_tokens, 0, -1});
+            return;
+          case BatchPlanner::Admission::queued:
+            break;
+        }
+        if (st.by_session[req.reply_to.address()].empty()) self->monitor(req.reply_to);
+        st.by_session[req.reply_to.address()].insert(req.id);
+        st.active.emplace(req.id, ActiveRequest{req.reply_to, Generation(req.generation, *st.tokenizer), prompt_tokens,
+                                                clock::now(), {}, {}});
+        const auto wait = req.deadline - clock::now();
+        self->delayed_send(self, std::max(wait, clock::duration::zero()), deadline_atom::value, req.id);
+        run_next_step(self);
+      },
+      [self](cancel_atom, RequestId id) {
+        if (!self->state.planner->cancel(id)) return;
+        send_done(self, id, FinishReason::cancelled);
+        run_next_step(self);  // frees its KV blocks within the next step
+      },
+      [self](deadline_atom, RequestId id) {
+        if (!self->state.planner->cancel(id)) return;  // already finished
+        send_failed(self, id, "deadline_exceeded", "the request did not finish within its deadline");
+        run_next_step(self);
+      },
+      [self](stats_atom) {
+        const auto& p = *self->state.planner;
+        return SchedulerStats{p.queued(), p.running(), p.kv_blocks_used(), p.kv_blocks_total(), self->state.steps};
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_scheduler(caf::actor_system& system, caf::actor worker, std::shared_ptr<const Tokenizer> tokenizer,
+                           SchedulerOptions options) {
+  return system.spawn(scheduler, std::move(worker), std::move(tokenizer), std::move(options));
+}
+
+}  // namespace ultraserve

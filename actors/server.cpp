@@ -1,0 +1,63 @@
+#include "actors/server.h"
+
+#include <caf/all.hpp>
+
+#include "actors/actor_service.h"
+#include "actors/metrics_actor.h"
+#include "actors/model_worker.h"
+#include "actors/scheduler_actor.h"
+#include "actors/worker_actor.h"
+#include "model/checkpoint.h"
+#include "net/http_server.h"
+
+namespace ultraserve {
+
+Server::Server(caf::actor_system& system, ServerSettings settings) : Server(system, std::move(settings), nullptr) {}
+
+Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_ptr<ModelWorker> worker)
+    : system_(system), settings_(std::move(settings)) {
+  LoadedModel model = load_model(settings_.model);
+  const ModelConfig& config = model.config;
+  PlannerLimits& planner = settings_.planner;
+  if (planner.kv_blocks == 0) {
+    const size_t block_bytes =
+        size_t(config.num_hidden_layers) * 2 * planner.kv_block_size * config.kv_dim() * sizeof(float);
+    planner.kv_blocks = static_cast<int>(std::max<size_t>(1, (settings_.kv_memory_mb << 20) / block_bytes));
+  }
+  if (settings_.session.context_length == 0) settings_.session.context_length = config.max_position_embeddings;
+
+  context_.metrics = spawn_metrics(system_);
+  context_.tokenizer = std::make_shared<const Tokenizer>(model.tokenizer);
+  context_.stop_token_ids = model.stop_token_ids;
+  context_.model_name = settings_.model.filename().empty() ? settings_.model.parent_path().filename().string()
+                                                           : settings_.model.filename().string();
+  context_.request_limits = settings_.request;
+  context_.session_limits = settings_.session;
+  const int vocab = sampleable_vocab(config, model.tokenizer);
+  if (!worker)
+    worker = std::make_unique<CpuWorker>(config, std::move(model.weights), vocab, planner.kv_blocks,
+                                         planner.kv_block_size, settings_.threads);
+  worker_ = spawn_worker(system_, std::move(worker));
+  context_.scheduler = spawn_scheduler(system_, worker_, context_.tokenizer, {planner, context_.metrics});
+  service_ = std::make_shared<ActorService>(system_, context_);
+  http_ = std::make_unique<HttpServer>(settings_.net, service_);
+  try {
+    port_ = http_->start();
+  } catch (...) {
+    stop();
+    throw;
+  }
+}
+
+Server::~Server() { stop(); }
+
+void Server::stop() {
+  if (http_) http_->stop();
+  for (caf::actor* a : {&context_.scheduler, &worker_, &context_.metrics})
+    if (*a) {
+      caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
+      *a = nullptr;
+    }
+}
+
+}  // namespace ultraserve

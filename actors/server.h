@@ -1,0 +1,59 @@
+#pragma once
+// A whole ultraserve server in one object: the model, the actors (metrics, worker, scheduler;
+// sessions come and go with connections) and the HTTP/WebSocket front end. `ultraserve serve`
+// runs one; the integration tests run one in-process on an ephemeral port.
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+
+#include <caf/actor_system.hpp>
+
+#include "actors/batch_planner.h"
+#include "actors/session_context.h"
+#include "net/net_limits.h"
+
+namespace ultraserve {
+
+struct ServerSettings {
+  std::filesystem::path model;
+  size_t threads = 0;          // CPU worker threads (0: one per core)
+  size_t kv_memory_mb = 1024;  // KV cache size when kv_blocks is 0
+  NetLimits net;
+  PlannerLimits planner;       // kv_blocks 0: derived from kv_memory_mb
+  RequestLimits request;
+  SessionLimits session;       // context_length 0: the model's
+};
+
+class HttpServer;
+class ModelWorker;
+class ActorService;
+
+class Server {
+ public:
+  // Loads the model and starts everything; throws (ModelError, std::runtime_error) with a
+  // clear message if the model or the port is unusable.
+  Server(caf::actor_system& system, ServerSettings settings);
+  // With a given worker instead of the model's CPU worker (the model's config and tokenizer are
+  // still loaded): benchmarks use it to measure the serving path alone.
+  Server(caf::actor_system& system, ServerSettings settings, std::unique_ptr<ModelWorker> worker);
+  ~Server();
+
+  uint16_t port() const { return port_; }
+  const ServerSettings& settings() const { return settings_; }
+  caf::actor scheduler() const { return context_.scheduler; }
+  caf::actor metrics() const { return context_.metrics; }
+  // Stops accepting, closes connections and stops the actors. Idempotent.
+  void stop();
+
+ private:
+  caf::actor_system& system_;
+  ServerSettings settings_;
+  SessionContext context_;
+  caf::actor worker_;
+  std::shared_ptr<ActorService> service_;
+  std::unique_ptr<HttpServer> http_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace ultraserve

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Starts `ultraserve serve` on a free port with a small random model, runs the given command
+# with ULTRASERVE_URL set (http://127.0.0.1:PORT), then stops the server.
+#   usage: run_with_server.sh ULTRASERVE_BINARY COMMAND [ARGS...]
+set -euo pipefail
+binary=$1
+shift
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$binary" make-checkpoint --config "$root/tests/fixtures/configs/moe_topk2_norm.json" --seed 5 --out "$work/model" 2>/dev/null
+"$binary" serve --model "$work/model" --port 0 --threads 1 --kv-memory-mb 16 >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+  port=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\) .*|\1|p' "$work/server.log")
+  [ -n "$port" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; exit 1; }
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "the server did not start:"; cat "$work/server.log"; exit 1; }
+export ULTRASERVE_URL="http://127.0.0.1:$port"
+"$@"
