@@ -58,8 +58,8 @@ WsConnection::WsConnection(std::shared_ptr<NetContext> ctx, beast::tcp_stream st
       ws_(std::move(stream)),
       strand_(ws_.get_executor()),
       remote_(remote_of(ws_.next_layer())),
-      overflow_timer_(strand_),
       stall_timer_(strand_),
+      overflow_timer_(strand_),
       shutdown_timer_(strand_) {}
 
 WsConnection::~WsConnection() {
@@ -195,15 +195,7 @@ void WsConnection::write_next() {
     }
     frame_estimate_ = estimate;
     writing_ = true;
-
-    const uint64_t generation = ++stall_generation_;
-    stall_timer_.expires_after(ctx_->limits.write_stall_timeout);
-    stall_timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
-      if (ec || generation != self->stall_generation_ || !self->writing_) return;
-      log_net("ws " + self->remote_ + ": a write stalled, closing");
-      self->teardown(beast::error::timeout);
-    });
-
+    watch_write_stall();
     ws_.text(true);
     ws_.async_write(net::buffer(frame_),
                     [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_write(ec, n); });
@@ -215,8 +207,6 @@ void WsConnection::write_next() {
 
 void WsConnection::on_write(beast::error_code ec, std::size_t) {
   writing_ = false;
-  ++stall_generation_;
-  stall_timer_.cancel();
   queued_bytes_ -= frame_estimate_;
   frame_estimate_ = 0;
   if (frame_.capacity() > (64u << 10)) std::string().swap(frame_);  // do not keep a burst's memory
@@ -226,25 +216,50 @@ void WsConnection::on_write(beast::error_code ec, std::size_t) {
   write_next();
 }
 
-void WsConnection::update_overflow() {
-  const bool over = queued_bytes_ > ctx_->limits.ws_send_queue_bytes;
-  if (over && !overflow_armed_ && state_ == State::open) {
-    overflow_armed_ = true;
-    const uint64_t generation = ++overflow_generation_;
-    overflow_timer_.expires_after(ctx_->limits.ws_send_overflow_grace);
-    overflow_timer_.async_wait([self = shared_from_this(), generation](beast::error_code ec) {
-      if (!ec && generation == self->overflow_generation_) self->on_overflow_expired();
-    });
-  } else if (!over && overflow_armed_) {
-    overflow_armed_ = false;
-    ++overflow_generation_;
-    overflow_timer_.cancel();
-  }
+void WsConnection::watch_write_stall() {
+  write_started_ = Clock::now();
+  if (stall_timer_armed_) return;  // it will find this write when it fires
+  stall_timer_armed_ = true;
+  stall_timer_.expires_at(write_started_ + ctx_->limits.write_stall_timeout);
+  stall_timer_.async_wait([self = shared_from_this()](beast::error_code ec) { self->on_stall_timer(ec); });
 }
 
-void WsConnection::on_overflow_expired() {
-  overflow_armed_ = false;
-  if (state_ != State::open) return;
+void WsConnection::on_stall_timer(beast::error_code ec) {
+  stall_timer_armed_ = false;
+  if (ec || state_ == State::closed || !writing_) return;
+  const auto deadline = write_started_ + ctx_->limits.write_stall_timeout;
+  if (Clock::now() >= deadline) {
+    log_net("ws " + remote_ + ": a write stalled, closing");
+    return teardown(net::error::operation_aborted);  // logged above
+  }
+  stall_timer_armed_ = true;  // a later write: wait for its deadline
+  stall_timer_.expires_at(deadline);
+  stall_timer_.async_wait([self = shared_from_this()](beast::error_code ec) { self->on_stall_timer(ec); });
+}
+
+void WsConnection::update_overflow() {
+  const bool over = queued_bytes_ > ctx_->limits.ws_send_queue_bytes;
+  if (over == over_bound_) return;
+  over_bound_ = over;
+  if (!over) return;  // a timer still armed will find the queue back under its bound
+  over_bound_since_ = Clock::now();
+  if (overflow_timer_armed_ || state_ != State::open) return;
+  overflow_timer_armed_ = true;
+  overflow_timer_.expires_at(over_bound_since_ + ctx_->limits.ws_send_overflow_grace);
+  overflow_timer_.async_wait([self = shared_from_this()](beast::error_code ec) { self->on_overflow_timer(ec); });
+}
+
+void WsConnection::on_overflow_timer(beast::error_code ec) {
+  overflow_timer_armed_ = false;
+  if (ec || state_ != State::open || !over_bound_) return;
+  const auto deadline = over_bound_since_ + ctx_->limits.ws_send_overflow_grace;
+  if (Clock::now() < deadline) {
+    // The queue dipped under its bound and went over again since this timer was set.
+    overflow_timer_armed_ = true;
+    overflow_timer_.expires_at(deadline);
+    overflow_timer_.async_wait([self = shared_from_this()](beast::error_code ec) { self->on_overflow_timer(ec); });
+    return;
+  }
   log_net("ws " + remote_ + ": client too slow (" + std::to_string(queued_bytes_) +
           " bytes queued past the grace period), closing 1008");
   // What waits would only reach the client after the close it has earned; drop it.
@@ -266,8 +281,6 @@ void WsConnection::request_close(websocket::close_reason reason) {
 void WsConnection::start_close(websocket::close_reason reason) {
   if (state_ != State::open) return;
   state_ = State::closing;
-  ++overflow_generation_;
-  overflow_armed_ = false;
   overflow_timer_.cancel();
   // Beast lets a close start while a write is in flight: it sends the close frame after it.
   // A write that never finishes is ended by the stall timer; a peer that never answers the

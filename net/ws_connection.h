@@ -12,6 +12,7 @@
 // already sent its close frame when our read completes, so no error event can precede it.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -63,8 +64,10 @@ class WsConnection : public WsSink, public Closable, public std::enable_shared_f
   void enqueue(OutboundEvent event);
   void write_next();
   void on_write(boost::beast::error_code ec, std::size_t bytes);
+  void watch_write_stall();
+  void on_stall_timer(boost::beast::error_code ec);
   void update_overflow();
-  void on_overflow_expired();
+  void on_overflow_timer(boost::beast::error_code ec);
 
   void request_close(boost::beast::websocket::close_reason reason);  // after the queue drains
   void start_close(boost::beast::websocket::close_reason reason);
@@ -90,13 +93,17 @@ class WsConnection : public WsSink, public Closable, public std::enable_shared_f
   bool close_pending_ = false;  // close() was asked for: close once the queue drains
   boost::beast::websocket::close_reason pending_reason_;
 
-  // Timers. Each arming bumps a generation so that a wait completing after a cancel (the
-  // handler may already be queued) is recognised as stale.
-  boost::asio::steady_timer overflow_timer_;
-  uint64_t overflow_generation_ = 0;
-  bool overflow_armed_ = false;
+  // The stall and overflow timers are not re-armed or cancelled per frame: each records when
+  // its condition began, and a timer that fires checks the condition again and, if it still
+  // holds but has not lasted long enough, waits for the rest.
+  using Clock = std::chrono::steady_clock;
   boost::asio::steady_timer stall_timer_;
-  uint64_t stall_generation_ = 0;
+  bool stall_timer_armed_ = false;
+  Clock::time_point write_started_;
+  boost::asio::steady_timer overflow_timer_;
+  bool overflow_timer_armed_ = false;
+  bool over_bound_ = false;
+  Clock::time_point over_bound_since_;
   boost::asio::steady_timer shutdown_timer_;
 };
 
