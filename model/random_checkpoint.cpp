@@ -6,8 +6,11 @@
 #include <sstream>
 
 #include "model/byte_level.h"
+#include "model/checkpoint_writer.h"
 #include "model/error.h"
 #include "model/model_config.h"
+#include "model/mxfp4_tensors.h"
+#include "model/mxfp4_writer.h"
 #include "model/safetensors.h"
 #include "model/thread_pool.h"
 #include "model/weights.h"
@@ -67,22 +70,6 @@ void fill_tensor(ThreadPool& pool, uint64_t seed, const TensorSpec& spec, std::s
   });
 }
 
-void write_file(const std::filesystem::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  if (!out || !out.write(text.data(), static_cast<std::streamsize>(text.size())))
-    throw ModelError(p.string() + ": cannot write");
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
-    else if (c < 0x20) { char buf[8]; std::snprintf(buf, sizeof buf, "\\u%04x", c); out += buf; }
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
-
 // The smallest honest tokenizer: every byte is a token (GPT-2 byte-level alphabet, no merges)
 // plus the ChatML special tokens, in the same tokenizer.json format as Qwen3's.
 std::string byte_level_tokenizer_json() {
@@ -105,10 +92,11 @@ std::string byte_level_tokenizer_json() {
          vocab + "},\"merges\":[]}}";
 }
 
-std::string shard_name(size_t index, size_t count) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", index + 1, count);
-  return buf;
+// The tensors that store weight `w`: itself in its dtype, or a routed expert's MXFP4 pair.
+std::vector<TensorSpec> stored_tensors(const WeightSpec& w, const RandomCheckpointOptions& o) {
+  if (!w.routed_expert) return {{w.name, o.dtype, w.shape}};
+  if (o.experts == ExpertStorage::mxfp4) return mxfp4_tensor_specs(w.name, w.shape[0], w.shape[1]);
+  return {{w.name, o.expert_dtype.value_or(o.dtype), w.shape}};
 }
 
 }  // namespace
@@ -116,8 +104,9 @@ std::string shard_name(size_t index, size_t count) {
 uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
   const std::string config_text = read_text_file(o.config_json);
   const ModelConfig config = ModelConfig::parse(config_text, o.config_json.string());
+  if (o.experts == ExpertStorage::mxfp4) require_mxfp4_experts(config, o.config_json.string());
   std::filesystem::create_directories(o.out_dir);
-  write_file(o.out_dir / "config.json", config_text);
+  write_text_file(o.out_dir / "config.json", config_text);
   if (o.tokenizer_json) {
     std::filesystem::copy_file(*o.tokenizer_json, o.out_dir / "tokenizer.json",
                                std::filesystem::copy_options::overwrite_existing);
@@ -125,42 +114,40 @@ uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
     if (config.vocab_size < 259)
       throw ModelError(o.config_json.string() + ": vocab_size " + std::to_string(config.vocab_size) +
                        " is too small for the built-in byte-level tokenizer (needs 259); pass --tokenizer");
-    write_file(o.out_dir / "tokenizer.json", byte_level_tokenizer_json());
+    write_text_file(o.out_dir / "tokenizer.json", byte_level_tokenizer_json());
   }
 
   // Group tensors into shards of at most shard_bytes (a tensor larger than that gets its own).
-  std::vector<std::vector<TensorSpec>> shards(1);
-  uint64_t shard_size = 0, total = 0;
+  std::vector<ShardPlan> shards(1);
+  uint64_t shard_size = 0;
   for (const WeightSpec& w : expected_weights(config)) {
-    TensorSpec spec{w.name, o.dtype, w.shape};
-    if (shard_size > 0 && shard_size + spec.nbytes() > o.shard_bytes) {
-      shards.emplace_back();
-      shard_size = 0;
+    for (TensorSpec& spec : stored_tensors(w, o)) {
+      if (shard_size > 0 && shard_size + spec.nbytes() > o.shard_bytes) {
+        shards.emplace_back();
+        shard_size = 0;
+      }
+      shard_size += spec.nbytes();
+      shards.back().tensors.push_back(std::move(spec));
     }
-    shard_size += spec.nbytes();
-    total += spec.nbytes();
-    shards.back().push_back(std::move(spec));
   }
+  for (size_t s = 0; s < shards.size(); ++s)
+    shards[s].file = shards.size() == 1 ? "model.safetensors" : shard_file_name(s, shards.size());
 
   ThreadPool pool;
-  auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) { fill_tensor(pool, o.seed, spec, out); };
-  const std::map<std::string, std::string> metadata{{"format", "pt"}};
-  if (shards.size() == 1) {
-    write_safetensors(o.out_dir / "model.safetensors", shards[0], fill, metadata);
-    std::filesystem::remove(o.out_dir / "model.safetensors.index.json");
-    return total;
-  }
-  std::filesystem::remove(o.out_dir / "model.safetensors");
-  std::string weight_map;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string name = shard_name(s, shards.size());
-    write_safetensors(o.out_dir / name, shards[s], fill, metadata);
-    for (const TensorSpec& t : shards[s]) weight_map += (weight_map.empty() ? "" : ",\n    ") + json_string(t.name) + ": " + json_string(name);
-  }
-  write_file(o.out_dir / "model.safetensors.index.json",
-             "{\n  \"metadata\": {\"total_size\": " + std::to_string(total) + "},\n  \"weight_map\": {\n    " +
-                 weight_map + "\n  }\n}\n");
-  return total;
+  // An MXFP4 expert quantizes the values its float tensor would hold (rounded through that
+  // dtype), so it is exactly what `ultraserve quantize` makes of that tensor.
+  Mxfp4TensorFiller mxfp4(pool, [&](const std::string& name, int rows, int cols) {
+    const TensorSpec source{name, o.expert_dtype.value_or(o.dtype), {rows, cols}};
+    std::vector<std::byte> bytes(source.nbytes());
+    fill_tensor(pool, o.seed, source, bytes);
+    std::vector<float> values(size_t(rows) * size_t(cols));
+    convert_to_f32(source.dtype, bytes.data(), values.size(), values.data());
+    return values;
+  });
+  auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) {
+    if (!mxfp4.fill(spec, out)) fill_tensor(pool, o.seed, spec, out);
+  };
+  return write_checkpoint_weights(o.out_dir, shards, fill);
 }
 
 }  // namespace ultraserve

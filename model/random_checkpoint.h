@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "model/dtype.h"
+#include "model/weights.h"
 
 namespace ultraserve {
 
@@ -21,6 +22,11 @@ struct RandomCheckpointOptions {
   std::filesystem::path out_dir;
   uint64_t seed = 0;
   DType dtype = DType::BF16;
+  // Routed experts' matrices: in `expert_dtype` (default: `dtype`), or with `experts` mxfp4 as
+  // .blocks/.scales quantized from those values, so the bytes equal what `ultraserve quantize`
+  // makes of the checkpoint written without it.
+  std::optional<DType> expert_dtype;
+  ExpertStorage experts = ExpertStorage::dense;
   uint64_t shard_bytes = 4ull << 30;
   // Copied as the checkpoint's tokenizer; without it a byte-level tokenizer with 256 byte
   // tokens and the ChatML special tokens is written (the vocabulary must have room for it).

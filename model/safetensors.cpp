@@ -186,6 +186,14 @@ std::vector<std::string> CheckpointTensors::names() const {
   return out;
 }
 
+void drop_cached_pages(const TensorView& tensor) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(tensor.bytes.data());
+  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + tensor.bytes.size()) / page * page;
+  // Pages shared with a neighbouring tensor stay; the mapping is read-only, so dropping loses nothing.
+  if (first < last) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 namespace {
 std::string json_escape(const std::string& s) {
   std::string out;

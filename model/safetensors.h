@@ -58,12 +58,19 @@ class CheckpointTensors {
   std::vector<std::string> names() const;
   // A description of where tensors come from, for error messages ("dir/model.safetensors").
   const std::string& source() const { return source_; }
+  // The files themselves: model.safetensors alone, or the shards in index order.
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
   std::string source_;
 };
+
+// Lets the kernel drop the mapped pages that lie wholly inside the tensor's bytes; they are
+// read from the file again if touched. For streaming a checkpoint far larger than memory
+// through once (quantize), so the process does not keep every page it has read resident.
+void drop_cached_pages(const TensorView& tensor);
 
 // Writes one safetensors file, laid out in the order given. The bytes are produced tensor by
 // tensor through `fill`, so a checkpoint far larger than memory can be streamed to disk.

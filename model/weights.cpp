@@ -1,6 +1,9 @@
 #include "model/weights.h"
 
+#include <optional>
+
 #include "model/error.h"
+#include "model/mxfp4_tensors.h"
 
 namespace ultraserve {
 namespace {
@@ -13,13 +16,43 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-void add_ffn(std::vector<WeightSpec>& out, const std::string& prefix, int64_t hidden, int64_t width) {
-  out.push_back({prefix + "gate_proj.weight", {width, hidden}});
-  out.push_back({prefix + "up_proj.weight", {width, hidden}});
-  out.push_back({prefix + "down_proj.weight", {hidden, width}});
+void add_ffn(std::vector<WeightSpec>& out, const std::string& prefix, int64_t hidden, int64_t width, int layer,
+             bool routed_expert) {
+  out.push_back({prefix + "gate_proj.weight", {width, hidden}, layer, routed_expert});
+  out.push_back({prefix + "up_proj.weight", {width, hidden}, layer, routed_expert});
+  out.push_back({prefix + "down_proj.weight", {hidden, width}, layer, routed_expert});
 }
 
-// Fetches tensors already validated by expected_weights() and converts them to fp32.
+void check_float_tensor(const CheckpointTensors& tensors, const WeightSpec& spec) {
+  const TensorView* v = tensors.find(spec.name);
+  if (!v) {
+    const std::string alternative = spec.routed_expert ? " or MXFP4 .blocks + .scales" : "";
+    throw ModelError(tensors.source() + ": tensor '" + spec.name + "'" + alternative +
+                     " is missing (config.json requires it)");
+  }
+  if (v->dtype != DType::F32 && v->dtype != DType::BF16 && v->dtype != DType::F16)
+    throw ModelError(*v->file + ": tensor '" + spec.name + "' has dtype " + std::string(dtype_name(v->dtype)) +
+                     ", expected BF16, F16 or F32");
+  if (v->shape != spec.shape)
+    throw ModelError(*v->file + ": tensor '" + spec.name + "' has shape " + v->shape_string() +
+                     " but config.json implies " + shape_string(spec.shape));
+}
+
+void check_mxfp4_tensors(const CheckpointTensors& tensors, const WeightSpec& spec) {
+  const Mxfp4TensorNames names = mxfp4_tensor_names(spec.name);
+  const Mxfp4View v = *find_mxfp4(tensors, spec.name);
+  if (const TensorView* both = tensors.find(spec.name))
+    throw ModelError(*both->file + ": tensor '" + spec.name + "' and its MXFP4 form '" + names.blocks +
+                     "' are both present; keep one");
+  if (std::vector<int64_t>{v.rows, v.cols} != spec.shape)
+    throw ModelError(*tensors.find(names.blocks)->file + ": tensor '" + names.blocks + "' is MXFP4 of a [" +
+                     std::to_string(v.rows) + ", " + std::to_string(v.cols) + "] matrix but config.json implies " +
+                     shape_string(spec.shape));
+}
+
+const char* storage_name(ExpertStorage s) { return s == ExpertStorage::mxfp4 ? "MXFP4" : "a float .weight"; }
+
+// Fetches tensors already validated by check_weights() and converts them to fp32.
 class Fetcher {
  public:
   explicit Fetcher(const CheckpointTensors& t) : tensors_(t) {}
@@ -31,8 +64,12 @@ class Fetcher {
     return out;
   }
   Matrix matrix(const std::string& name) const {
-    const TensorView* v = tensors_.find(name);
-    return Matrix{static_cast<int>(v->shape[0]), static_cast<int>(v->shape[1]), vector(name)};
+    if (const TensorView* v = tensors_.find(name))
+      return Matrix{static_cast<int>(v->shape[0]), static_cast<int>(v->shape[1]), vector(name)};
+    const Mxfp4View q = *find_mxfp4(tensors_, name);  // a routed expert stored as MXFP4
+    Matrix m{q.rows, q.cols, std::vector<float>(size_t(q.rows) * size_t(q.cols))};
+    dequantize_mxfp4(q, m.data);
+    return m;
   }
   FeedForward ffn(const std::string& prefix) const {
     return {matrix(prefix + "gate_proj.weight"), matrix(prefix + "up_proj.weight"), matrix(prefix + "down_proj.weight")};
@@ -50,20 +87,20 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, h}});
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = layer_prefix(l);
-    out.push_back({p + "input_layernorm.weight", {h}});
-    out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}});
-    out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}});
-    out.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), h}});
-    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_dim()}});
-    out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
-    out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
-    out.push_back({p + "post_attention_layernorm.weight", {h}});
+    out.push_back({p + "input_layernorm.weight", {h}, l});
+    out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}, l});
+    out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}, l});
+    out.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), h}, l});
+    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_dim()}, l});
+    out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, l});
+    out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, l});
+    out.push_back({p + "post_attention_layernorm.weight", {h}, l});
     if (c.is_moe_layer(l)) {
-      out.push_back({p + "mlp.gate.weight", {c.num_experts, h}});
+      out.push_back({p + "mlp.gate.weight", {c.num_experts, h}, l});
       for (int e = 0; e < c.num_experts; ++e)
-        add_ffn(out, p + "mlp.experts." + std::to_string(e) + ".", h, c.moe_intermediate_size);
+        add_ffn(out, p + "mlp.experts." + std::to_string(e) + ".", h, c.moe_intermediate_size, l, true);
     } else {
-      add_ffn(out, p + "mlp.", h, c.intermediate_size);
+      add_ffn(out, p + "mlp.", h, c.intermediate_size, l, false);
     }
   }
   out.push_back({"model.norm.weight", {h}});
@@ -71,20 +108,28 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
   return out;
 }
 
-ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c) {
+ExpertStorage check_weights(const CheckpointTensors& tensors, const ModelConfig& c) {
+  std::optional<ExpertStorage> experts;  // decided by the first routed expert
+  std::string first_expert;
   for (const WeightSpec& spec : expected_weights(c)) {
-    const TensorView* v = tensors.find(spec.name);
-    if (!v) throw ModelError(tensors.source() + ": tensor '" + spec.name + "' is missing (config.json requires it)");
-    if (v->dtype != DType::F32 && v->dtype != DType::BF16 && v->dtype != DType::F16)
-      throw ModelError(*v->file + ": tensor '" + spec.name + "' has dtype " + std::string(dtype_name(v->dtype)) +
-                       ", expected BF16, F16 or F32");
-    if (v->shape != spec.shape)
-      throw ModelError(*v->file + ": tensor '" + spec.name + "' has shape " + v->shape_string() +
-                       " but config.json implies " + shape_string(spec.shape));
+    const ExpertStorage storage =
+        spec.routed_expert && has_mxfp4(tensors, spec.name) ? ExpertStorage::mxfp4 : ExpertStorage::dense;
+    if (storage == ExpertStorage::mxfp4) check_mxfp4_tensors(tensors, spec);
+    else check_float_tensor(tensors, spec);
+    if (!spec.routed_expert) continue;
+    if (!experts) experts = storage, first_expert = spec.name;
+    // One storage for all experts, so a GPU loader never meets a half-quantized checkpoint.
+    if (storage != *experts)
+      throw ModelError(tensors.source() + ": routed experts mix storages: '" + first_expert + "' is " +
+                       storage_name(*experts) + " but '" + spec.name + "' is " + storage_name(storage));
   }
+  return experts.value_or(ExpertStorage::dense);
+}
 
-  Fetcher f(tensors);
+ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c) {
   ModelWeights w;
+  w.expert_storage = check_weights(tensors, c);
+  Fetcher f(tensors);
   w.embed_tokens = f.matrix("model.embed_tokens.weight");
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = layer_prefix(l);

@@ -1,6 +1,11 @@
 #pragma once
 // A checkpoint's weights in the fp32 layout the CPU forward pass reads, with every tensor's
 // name and shape checked against config.json at load time.
+//
+// Routed experts' matrices may be stored either as one BF16/F16/F32 `.weight` tensor or as
+// MXFP4 `.blocks` + `.scales` (model/mxfp4_tensors.h); the CPU engine dequantizes the latter to
+// fp32. A GPU loader that wants the 4-bit bytes reads them from the checkpoint itself with
+// find_mxfp4() / load_expert_mxfp4(), so they are never held twice.
 
 #include <filesystem>
 #include <vector>
@@ -30,7 +35,11 @@ struct LayerWeights {
   std::vector<FeedForward> experts;  // when moe
 };
 
+// How a checkpoint stores its routed experts' matrices (every one the same way).
+enum class ExpertStorage { dense, mxfp4 };  // dense: one BF16/F16/F32 .weight tensor each
+
 struct ModelWeights {
+  ExpertStorage expert_storage = ExpertStorage::dense;  // as stored; `experts` are fp32 either way
   Matrix embed_tokens;
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;
@@ -40,12 +49,20 @@ struct ModelWeights {
 
 ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& config);
 
-// The names and shapes a config implies, in checkpoint order (shared by the loader and the
-// random-checkpoint writer so the two can never disagree).
+// The names and shapes a config implies, in checkpoint order (shared by the loader, the
+// random-checkpoint writer and the quantizer so they can never disagree). Names are those of
+// the float form (".weight"); a routed expert's matrix may be stored as MXFP4 instead.
 struct WeightSpec {
   std::string name;
   std::vector<int64_t> shape;
+  int layer = -1;              // the decoder layer it belongs to; -1 outside the layers
+  bool routed_expert = false;  // mlp.experts.E.{gate,up,down}_proj
 };
 std::vector<WeightSpec> expected_weights(const ModelConfig& config);
+
+// Checks every tensor the config implies — present, a float dtype or a valid MXFP4 pair, the
+// shape config.json implies — and returns how the routed experts are stored. Throws ModelError
+// naming the file and tensor otherwise, or when experts mix the two storages.
+ExpertStorage check_weights(const CheckpointTensors& tensors, const ModelConfig& config);
 
 }  // namespace ultraserve

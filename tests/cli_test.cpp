@@ -47,6 +47,10 @@ TEST(Cli, UsageErrorsExitWithTwoAndSayWhy) {
   EXPECT_RUN(ultraserve("generate --model x --prompt hi --top-p 0"), 2, "--top-p");
   EXPECT_RUN(ultraserve("generate --model x --prompt hi stray"), 2, "unexpected argument 'stray'");
   EXPECT_RUN(ultraserve("make-checkpoint --config a.json --out o --dtype q4"), 2, "--dtype must be");
+  EXPECT_RUN(ultraserve("make-checkpoint --config a.json --out o --experts q4"), 2,
+             "--experts must be bf16, f16, f32 or mxfp4");
+  EXPECT_RUN(ultraserve("quantize --out o"), 2, "--model is required");
+  EXPECT_RUN(ultraserve("quantize --model m"), 2, "--out is required");
   EXPECT_RUN(ultraserve("generate --help"), 0, "--max-tokens");
   EXPECT_RUN(ultraserve("help"), 0, "make-checkpoint");
 }
@@ -70,6 +74,31 @@ TEST(Cli, MakeCheckpointThenGenerateWithBothOptionSpellings) {
   EXPECT_EQ(text(spaced.output), text(joined.output));
   CliRun sampled = ultraserve("generate --model " + model + " --prompt Hi --max-tokens 8 --temperature 0.8 --seed 5 --chat");
   EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
+}
+
+TEST(Cli, QuantizeThenGenerate) {
+  testing::ScratchDir dir;
+  const std::string model = (dir / "m").string(), quantized = (dir / "q").string();
+  const std::string config = testing::fixture("configs/moe_topk2_norm.json").string();
+  ASSERT_EQ(ultraserve("make-checkpoint --config " + config + " --out " + model).exit_code, 0);
+  CliRun q = ultraserve("quantize --model " + model + " --out " + quantized);
+  EXPECT_EQ(q.exit_code, 0) << q.output;
+  // Not a terminal here: plain progress lines, then the per-layer error table.
+  for (const char* needle : {"quantize: 100%", "rel. RMS error", "max abs error", "\n2 ", "overall", "copied config.json"})
+    EXPECT_NE(q.output.find(needle), std::string::npos) << needle << " in " << q.output;
+  EXPECT_RUN(ultraserve("generate --model " + quantized + " --prompt Hello --max-tokens 8"), 0, "tokens/s");
+
+  EXPECT_RUN(ultraserve("quantize --model " + model + " --out " + quantized), 1, "pass --force");
+  EXPECT_RUN(ultraserve("quantize --model " + model + " --out " + quantized + " --force"), 0, "overall");
+  EXPECT_RUN(ultraserve("quantize --model " + quantized + " --out " + (dir / "again").string()), 1, "already MXFP4");
+  EXPECT_RUN(ultraserve("quantize --model /nonexistent/model --out " + (dir / "x").string()), 1, "/nonexistent/model");
+
+  const std::string mx = (dir / "mx").string();
+  EXPECT_RUN(ultraserve("make-checkpoint --config " + config + " --out " + mx + " --experts mxfp4"), 0, "wrote");
+  EXPECT_EQ(testing::read_file(dir / "mx/model.safetensors"), testing::read_file(dir / "q/model.safetensors"));
+  EXPECT_RUN(ultraserve("make-checkpoint --config " + testing::fixture("configs/dense_qwen3.json").string() +
+                        " --out " + (dir / "d").string() + " --experts mxfp4"),
+             1, "no routed experts");
 }
 
 TEST(Cli, ServeRefusesBadSettingsAtStartUp) {

@@ -10,6 +10,7 @@ namespace ultraserve {
 using Args = std::vector<std::string>;
 
 int make_checkpoint_command(const Args& args);
+int quantize_command(const Args& args);
 int generate_command(const Args& args);
 int serve_command(const Args& args);
 int loadgen_command(const Args& args);

@@ -18,6 +18,7 @@ constexpr Command kCommands[] = {
     {"loadgen", "drive a server with many streaming WebSocket clients", ultraserve::loadgen_command},
     {"generate", "generate text from a prompt, streamed to stdout", ultraserve::generate_command},
     {"make-checkpoint", "write a random-weight HF checkpoint for a config.json", ultraserve::make_checkpoint_command},
+    {"quantize", "rewrite a checkpoint with its routed experts as MXFP4", ultraserve::quantize_command},
     {"devices", "list the CUDA devices this build can use", ultraserve::devices_command},
 };
 

@@ -7,19 +7,27 @@
 namespace ultraserve {
 namespace {
 
+DType float_dtype(const std::string& option, const std::string& value, const std::string& choices) {
+  if (value == "bf16") return DType::BF16;
+  if (value == "f16") return DType::F16;
+  if (value == "f32") return DType::F32;
+  throw UsageError(option + " must be " + choices + " (got '" + value + "')");
+}
+
 struct MakeCheckpointOptions : CommandOptions {
-  std::string config, out, tokenizer, dtype = "bf16";
+  std::string config, out, tokenizer, dtype = "bf16", experts;
   int64_t seed = 0;
   int64_t shard_mb = 4096;
 
   MakeCheckpointOptions()
       : CommandOptions("ultraserve make-checkpoint --config FILE --out DIR [--seed N] [--dtype bf16|f16|f32] "
-                       "[--shard-mb N] [--tokenizer FILE]") {
+                       "[--experts bf16|f16|f32|mxfp4] [--shard-mb N] [--tokenizer FILE]") {
     options()
         .add(config, "config", "config.json describing the architecture (required)")
         .add(out, "out", "output directory (required)")
         .add(seed, "seed", "random seed (same seed, same weights)")
         .add(dtype, "dtype", "weight dtype: bf16, f16 or f32")
+        .add(experts, "experts", "routed experts' storage: bf16, f16, f32 or mxfp4 (default: --dtype)")
         .add(shard_mb, "shard-mb", "largest safetensors shard in MiB; bigger checkpoints get an index")
         .add(tokenizer, "tokenizer", "tokenizer.json to copy (default: a 256-byte byte-level tokenizer)");
   }
@@ -33,10 +41,9 @@ struct MakeCheckpointOptions : CommandOptions {
     o.out_dir = out;
     o.seed = static_cast<uint64_t>(seed);
     o.shard_bytes = static_cast<uint64_t>(shard_mb) << 20;
-    if (dtype == "bf16") o.dtype = DType::BF16;
-    else if (dtype == "f16") o.dtype = DType::F16;
-    else if (dtype == "f32") o.dtype = DType::F32;
-    else throw UsageError("--dtype must be bf16, f16 or f32 (got '" + dtype + "')");
+    o.dtype = float_dtype("--dtype", dtype, "bf16, f16 or f32");
+    if (experts == "mxfp4") o.experts = ExpertStorage::mxfp4;
+    else if (!experts.empty()) o.expert_dtype = float_dtype("--experts", experts, "bf16, f16, f32 or mxfp4");
     if (!tokenizer.empty()) o.tokenizer_json = tokenizer;
     return o;
   }
