@@ -51,9 +51,11 @@ void ActorService::handle_http(HttpRequestInfo request, std::shared_ptr<HttpResp
   if (completions || chat) {
     if (request.method != "POST") return respond_error(*responder, 405, "method_not_allowed", path + " takes POST");
     const OpenAiEndpoint endpoint = chat ? OpenAiEndpoint::chat_completions : OpenAiEndpoint::completions;
-    auto parsed = parse_openai_body(request.body, endpoint, context_.request_limits);
+    const ClientLimits limits = context_.limits->get();
+    auto parsed = parse_openai_body(request.body, endpoint, limits.request);
     if (auto* err = std::get_if<RequestError>(&parsed)) return respond_error(*responder, 400, err->code, err->message);
-    return spawn_http_session(system_, context_, endpoint, std::move(std::get<GenerateFields>(parsed)), responder);
+    return spawn_http_session(system_, context_, limits.session, endpoint, std::move(std::get<GenerateFields>(parsed)),
+                              responder);
   }
   if (request.method != "GET") return respond_error(*responder, 405, "method_not_allowed", path + " takes GET");
   if (path == "/v1/models") {

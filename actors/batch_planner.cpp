@@ -35,6 +35,10 @@ bool BatchPlanner::cancel(RequestId id) {
   return true;
 }
 
+bool BatchPlanner::is_running(RequestId id) const {
+  return std::find(running_.begin(), running_.end(), id) != running_.end();
+}
+
 void BatchPlanner::on_sampled(RequestId id, int32_t token, bool finished) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;  // cancelled while its step was in flight

@@ -49,6 +49,7 @@ class BatchPlanner {
   int kv_blocks_total() const { return limits_.kv_blocks; }
   size_t queued() const { return waiting_.size(); }
   size_t running() const { return running_.size(); }
+  bool is_running(RequestId id) const;  // admitted (holds KV blocks), as opposed to waiting
   bool idle() const { return waiting_.empty() && running_.empty() && pending_release_.empty(); }
   const PlannerLimits& limits() const { return limits_; }
   void set_limits(const PlannerLimits& limits) { limits_ = limits; }

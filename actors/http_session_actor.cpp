@@ -6,6 +6,7 @@
 
 #include "actors/messages.h"
 #include "actors/request_builder.h"
+#include "actors/session_registry.h"
 #include "actors/ws_session_actor.h"
 #include "net/openai_render.h"
 
@@ -36,14 +37,14 @@ void fail(Self* self, const std::string& code, const std::string& message) {
   self->quit();
 }
 
-caf::behavior http_session(Self* self, SessionContext ctx, OpenAiEndpoint endpoint, GenerateFields fields,
-                           std::shared_ptr<HttpResponder> responder) {
+caf::behavior http_session(Self* self, SessionContext ctx, SessionLimits limits, OpenAiEndpoint endpoint,
+                           GenerateFields fields, std::shared_ptr<HttpResponder> responder) {
   auto& st = self->state;
   st.responder = std::move(responder);
   st.stream = fields.stream;
   auto handle = caf::actor_cast<caf::actor>(self);
   st.responder->on_disconnect([handle] { caf::anon_send(handle, closed_atom::value); });
-  auto built = build_submission(ctx, fields, handle);
+  auto built = build_submission(ctx, limits, fields, handle);
   if (auto* err = std::get_if<RequestError>(&built)) {
     st.stream = false;  // nothing was sent yet: a plain error response
     fail(self, err->code, err->message);
@@ -53,6 +54,7 @@ caf::behavior http_session(Self* self, SessionContext ctx, OpenAiEndpoint endpoi
   const char* prefix = endpoint == OpenAiEndpoint::chat_completions ? "chatcmpl-" : "cmpl-";
   st.openai = {endpoint, prefix + std::to_string(req.id), ctx.model_name, static_cast<int64_t>(std::time(nullptr))};
   if (st.stream) st.responder->start_events();
+  announce_session(self, ctx, "http");
   self->send(ctx.scheduler, submit_atom::value, std::move(req));
   return {
       [self](token_atom, const TokenEvent& t) {
@@ -79,6 +81,7 @@ caf::behavior http_session(Self* self, SessionContext ctx, OpenAiEndpoint endpoi
       },
       [self](failed_atom, const FailedEvent& f) { fail(self, f.code, f.message); },
       [self](closed_atom) { self->quit(); },
+      [self](kick_atom) { fail(self, "unavailable", "an operator closed this request"); },
   };
 }
 
@@ -87,13 +90,14 @@ caf::behavior http_session(Self* self, SessionContext ctx, OpenAiEndpoint endpoi
 int http_status_for(const std::string& code) {
   if (code == "overloaded" || code == "too_many_requests") return 429;
   if (code == "deadline_exceeded") return 504;
+  if (code == "unavailable") return 503;
   if (code == "internal") return 500;
   return 400;
 }
 
-void spawn_http_session(caf::actor_system& system, const SessionContext& context, OpenAiEndpoint endpoint,
-                        GenerateFields fields, std::shared_ptr<HttpResponder> responder) {
-  system.spawn(http_session, context, endpoint, std::move(fields), std::move(responder));
+void spawn_http_session(caf::actor_system& system, const SessionContext& context, const SessionLimits& limits,
+                        OpenAiEndpoint endpoint, GenerateFields fields, std::shared_ptr<HttpResponder> responder) {
+  system.spawn(http_session, context, limits, endpoint, std::move(fields), std::move(responder));
 }
 
 }  // namespace ultraserve

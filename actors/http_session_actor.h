@@ -15,8 +15,9 @@
 
 namespace ultraserve {
 
-void spawn_http_session(caf::actor_system& system, const SessionContext& context, OpenAiEndpoint endpoint,
-                        GenerateFields fields, std::shared_ptr<HttpResponder> responder);
+// `limits`: the snapshot the fields were validated with.
+void spawn_http_session(caf::actor_system& system, const SessionContext& context, const SessionLimits& limits,
+                        OpenAiEndpoint endpoint, GenerateFields fields, std::shared_ptr<HttpResponder> responder);
 
 // HTTP status for a FailedEvent / RequestError code.
 int http_status_for(const std::string& code);

@@ -11,6 +11,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 
+#include "actors/batch_planner.h"
 #include "actors/step.h"
 #include "model/generation.h"
 
@@ -29,6 +30,13 @@ using step_atom = caf::atom_constant<caf::atom("step")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // anyone -> scheduler: a snapshot of its state (for /metrics, /health and the admin console)
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+// admin -> scheduler (each answered, so the console can say what happened):
+using requests_atom = caf::atom_constant<caf::atom("requests")>;  // -> RequestList
+using revoke_atom = caf::atom_constant<caf::atom("revoke")>;      // + RequestId -> bool: it was queued or running
+using limits_atom = caf::atom_constant<caf::atom("limits")>;      // + PlannerLimits -> bool: applied
+// Stop admitting (new submissions fail with "unavailable"); answered with true once the
+// requests in flight have all ended and their KV blocks are released.
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
 
 struct SubmitRequest {
   RequestId id;                 // unique per server (sessions draw from one counter)
@@ -62,6 +70,23 @@ struct SchedulerStats {
   size_t queued = 0, running = 0;
   int kv_blocks_used = 0, kv_blocks_total = 0;
   uint64_t steps = 0;
+  uint64_t generated_tokens = 0;   // since start
+  double tokens_per_s = 0;         // over the last 10 s
+  bool step_in_flight = false;     // the worker is busy with a step
+  double last_step_s = 0;          // the worker's time for the last step
+  bool draining = false;
+};
+
+struct RequestSummary {
+  RequestId id = 0;
+  uint64_t session = 0;            // the session actor's id
+  bool running = false;            // admitted (holds KV blocks); false: waiting in the queue
+  int prompt_tokens = 0, generated_tokens = 0;
+  double age_s = 0;                // since submission
+};
+
+struct RequestList {
+  std::vector<RequestSummary> requests;
 };
 
 }  // namespace ultraserve
@@ -71,5 +96,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::TokenEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::DoneEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::FailedEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::SchedulerStats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::RequestList)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::PlannerLimits)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::StepPlan)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(ultraserve::StepResult)

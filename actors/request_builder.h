@@ -1,7 +1,8 @@
 #pragma once
 // From validated client fields to a scheduler submission: formats chat messages as ChatML,
 // tokenizes, and checks the prompt against the context length. Shared by the WebSocket and
-// the HTTP sessions so that both apply the same rules.
+// the HTTP sessions so that both apply the same rules. `limits` is the snapshot the caller
+// validated the fields with, so one request sees one set of limits throughout.
 
 #include <optional>
 #include <variant>
@@ -11,7 +12,7 @@
 
 namespace ultraserve {
 
-std::variant<SubmitRequest, RequestError> build_submission(const SessionContext& ctx, const GenerateFields& fields,
-                                                           caf::actor reply_to);
+std::variant<SubmitRequest, RequestError> build_submission(const SessionContext& ctx, const SessionLimits& limits,
+                                                           const GenerateFields& fields, caf::actor reply_to);
 
 }  // namespace ultraserve

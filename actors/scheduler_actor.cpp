@@ -8,6 +8,7 @@
 
 #include "actors/messages.h"
 #include "actors/metrics_events.h"
+#include "actors/rate_meter.h"
 
 namespace ultraserve {
 namespace {
@@ -31,6 +32,12 @@ struct SchedulerState {
   std::shared_ptr<const Tokenizer> tokenizer;
   bool step_in_flight = false;
   uint64_t steps = 0;
+  // What the admin console reports and steers.
+  RateMeter token_rate{clock::now()};
+  uint64_t generated_tokens = 0;
+  double last_step_s = 0;
+  bool draining = false;
+  std::vector<caf::response_promise> drain_waiters;  // answered once draining and idle
   static inline const char* name = "scheduler";
 };
 
@@ -78,6 +85,9 @@ void on_step_result(Self* self, const StepPlan& plan, const StepResult& result) 
   st.step_in_flight = false;
   ++st.steps;
   const auto now = clock::now();
+  st.token_rate.add(now, result.sampled.size());
+  st.generated_tokens += result.sampled.size();
+  st.last_step_s = result.seconds;
   StepObservation obs;
   obs.batch_size = static_cast<int>(plan.entries.size());
   for (const auto& e : plan.entries) obs.tokens += static_cast<int>(e.tokens.size());
@@ -107,11 +117,19 @@ void on_step_result(Self* self, const StepPlan& plan, const StepResult& result) 
   run_next_step(self);
 }
 
+// A drain ends when nothing is queued, running or waiting for its KV release.
+void finish_drain_if_idle(Self* self) {
+  auto& st = self->state;
+  if (!st.draining || st.step_in_flight || !st.planner->idle()) return;
+  for (auto& waiter : st.drain_waiters) waiter.deliver(true);
+  st.drain_waiters.clear();
+}
+
 void run_next_step(Self* self) {
   auto& st = self->state;
   if (st.step_in_flight) return;
   std::optional<StepPlan> plan = st.planner->next_step();
-  if (!plan) return;
+  if (!plan) return finish_drain_if_idle(self);
   st.step_in_flight = true;
   auto shared_plan = std::make_shared<StepPlan>(std::move(*plan));
   self->request(st.worker, caf::infinite, step_atom::value, *shared_plan)
@@ -127,7 +145,24 @@ void run_next_step(Self* self) {
                 self->state.planner->cancel(id);
                 send_failed(self, id, "internal", message);
               }
+              run_next_step(self);  // releases their KV blocks (and ends a drain)
             });
+}
+
+bool cancel_request(Self* self, RequestId id) {
+  if (!self->state.planner->cancel(id)) return false;
+  send_done(self, id, FinishReason::cancelled);
+  run_next_step(self);  // frees its KV blocks within the next step
+  return true;
+}
+
+RequestList list_requests(Self* self) {
+  RequestList list;
+  const auto now = clock::now();
+  for (const auto& [id, r] : self->state.active)
+    list.requests.push_back({id, r.session.id(), self->state.planner->is_running(id), r.prompt_tokens,
+                             static_cast<int>(r.generation.tokens().size()), seconds(now - r.submitted)});
+  return list;
 }
 
 caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tokenizer> tokenizer,
@@ -151,6 +186,13 @@ caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tok
       [self](submit_atom, SubmitRequest& req) {
         auto& st = self->state;
         const int prompt_tokens = static_cast<int>(req.generation.prompt.size());
+        if (st.draining) {
+          self->send(req.reply_to, failed_atom::value,
+                     FailedEvent{req.id, "unavailable", "the server is draining: it finishes the requests it has "
+                                                        "and accepts no new ones; retry on another server"});
+          observe(self, {"unavailable", prompt_tokens, 0, -1});
+          return;
+        }
         switch (st.planner->submit(req.id, req.generation.prompt, req.generation.max_tokens, req.generation.sampling)) {
           case BatchPlanner::Admission::overloaded:
             self->send(req.reply_to, failed_atom::value,
@@ -173,19 +215,41 @@ caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tok
         self->delayed_send(self, std::max(wait, clock::duration::zero()), deadline_atom::value, req.id);
         run_next_step(self);
       },
-      [self](cancel_atom, RequestId id) {
-        if (!self->state.planner->cancel(id)) return;
-        send_done(self, id, FinishReason::cancelled);
-        run_next_step(self);  // frees its KV blocks within the next step
-      },
+      [self](cancel_atom, RequestId id) { cancel_request(self, id); },
       [self](deadline_atom, RequestId id) {
         if (!self->state.planner->cancel(id)) return;  // already finished
         send_failed(self, id, "deadline_exceeded", "the request did not finish within its deadline");
         run_next_step(self);
       },
       [self](stats_atom) {
-        const auto& p = *self->state.planner;
-        return SchedulerStats{p.queued(), p.running(), p.kv_blocks_used(), p.kv_blocks_total(), self->state.steps};
+        auto& st = self->state;
+        const auto& p = *st.planner;
+        return SchedulerStats{.queued = p.queued(),
+                              .running = p.running(),
+                              .kv_blocks_used = p.kv_blocks_used(),
+                              .kv_blocks_total = p.kv_blocks_total(),
+                              .steps = st.steps,
+                              .generated_tokens = st.generated_tokens,
+                              .tokens_per_s = st.token_rate.per_second(clock::now()),
+                              .step_in_flight = st.step_in_flight,
+                              .last_step_s = st.last_step_s,
+                              .draining = st.draining};
+      },
+      [self](requests_atom) { return list_requests(self); },
+      [self](revoke_atom, RequestId id) { return cancel_request(self, id); },
+      [self](limits_atom, const PlannerLimits& limits) {
+        // Takes effect at the next step: a smaller batch admits no one until running requests
+        // finish below it; running requests are never cut short.
+        self->state.planner->set_limits(limits);
+        run_next_step(self);
+        return true;
+      },
+      [self](drain_atom) {
+        auto waiter = self->make_response_promise();
+        self->state.draining = true;
+        self->state.drain_waiters.push_back(waiter);
+        finish_drain_if_idle(self);
+        return waiter;
       },
   };
 }

@@ -6,6 +6,7 @@
 #include "actors/metrics_actor.h"
 #include "actors/model_worker.h"
 #include "actors/scheduler_actor.h"
+#include "actors/session_registry.h"
 #include "actors/worker_actor.h"
 #include "model/checkpoint.h"
 #include "net/http_server.h"
@@ -19,11 +20,10 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
   LoadedModel model = load_model(settings_.model);
   const ModelConfig& config = model.config;
   PlannerLimits& planner = settings_.planner;
-  if (planner.kv_blocks == 0) {
-    const size_t block_bytes =
-        size_t(config.num_hidden_layers) * 2 * planner.kv_block_size * config.kv_dim() * sizeof(float);
+  const size_t block_bytes =
+      size_t(config.num_hidden_layers) * 2 * planner.kv_block_size * config.kv_dim() * sizeof(float);
+  if (planner.kv_blocks == 0)
     planner.kv_blocks = static_cast<int>(std::max<size_t>(1, (settings_.kv_memory_mb << 20) / block_bytes));
-  }
   if (settings_.session.context_length == 0) settings_.session.context_length = config.max_position_embeddings;
 
   context_.metrics = spawn_metrics(system_);
@@ -31,12 +31,14 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
   context_.stop_token_ids = model.stop_token_ids;
   context_.model_name = settings_.model.filename().empty() ? settings_.model.parent_path().filename().string()
                                                            : settings_.model.filename().string();
-  context_.request_limits = settings_.request;
-  context_.session_limits = settings_.session;
+  context_.limits = std::make_shared<SharedClientLimits>(ClientLimits{settings_.request, settings_.session});
+  context_.sessions = spawn_session_registry(system_);
   const int vocab = sampleable_vocab(config, model.tokenizer);
   if (!worker)
     worker = std::make_unique<CpuWorker>(config, std::move(model.weights), vocab, planner.kv_blocks,
                                          planner.kv_block_size, settings_.threads);
+  facts_ = {context_.model_name, config.model_type, config.max_position_embeddings, {worker->info()}, block_bytes,
+            std::chrono::steady_clock::now()};
   worker_ = spawn_worker(system_, std::move(worker));
   context_.scheduler = spawn_scheduler(system_, worker_, context_.tokenizer, {planner, context_.metrics});
   service_ = std::make_shared<ActorService>(system_, context_);
@@ -51,9 +53,11 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
 
 Server::~Server() { stop(); }
 
+int Server::open_connections() const { return http_ ? http_->open_connections() : 0; }
+
 void Server::stop() {
   if (http_) http_->stop();
-  for (caf::actor* a : {&context_.scheduler, &worker_, &context_.metrics})
+  for (caf::actor* a : {&context_.scheduler, &worker_, &context_.metrics, &context_.sessions})
     if (*a) {
       caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
       *a = nullptr;

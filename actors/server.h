@@ -3,13 +3,17 @@
 // sessions come and go with connections) and the HTTP/WebSocket front end. `ultraserve serve`
 // runs one; the integration tests run one in-process on an ephemeral port.
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <caf/actor_system.hpp>
 
 #include "actors/batch_planner.h"
+#include "actors/model_worker.h"
 #include "actors/session_context.h"
 #include "net/net_limits.h"
 
@@ -25,8 +29,17 @@ struct ServerSettings {
   SessionLimits session;       // context_length 0: the model's
 };
 
+// What a running server is and has, fixed at start: the admin console reports it.
+struct ServerFacts {
+  std::string model_name;
+  std::string model_type;               // config.json's model_type
+  int model_context_length = 0;         // max_position_embeddings
+  std::vector<WorkerInfo> workers;      // one per device
+  size_t kv_block_bytes = 0;            // KV cache bytes per block
+  std::chrono::steady_clock::time_point started;
+};
+
 class HttpServer;
-class ModelWorker;
 class ActorService;
 
 class Server {
@@ -43,6 +56,10 @@ class Server {
   const ServerSettings& settings() const { return settings_; }
   caf::actor scheduler() const { return context_.scheduler; }
   caf::actor metrics() const { return context_.metrics; }
+  caf::actor sessions() const { return context_.sessions; }
+  const std::shared_ptr<SharedClientLimits>& client_limits() const { return context_.limits; }
+  const ServerFacts& facts() const { return facts_; }
+  int open_connections() const;  // HTTP and WebSocket
   // Stops accepting, closes connections and stops the actors. Idempotent.
   void stop();
 
@@ -50,6 +67,7 @@ class Server {
   caf::actor_system& system_;
   ServerSettings settings_;
   SessionContext context_;
+  ServerFacts facts_;
   caf::actor worker_;
   std::shared_ptr<ActorService> service_;
   std::unique_ptr<HttpServer> http_;

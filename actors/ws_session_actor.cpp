@@ -6,6 +6,7 @@
 
 #include "actors/messages.h"
 #include "actors/request_builder.h"
+#include "actors/session_registry.h"
 
 namespace ultraserve {
 namespace {
@@ -38,14 +39,14 @@ std::string forget(Self* self, RequestId rid) {
   return id;
 }
 
-void on_generate(Self* self, const SessionContext& ctx, const ClientMessage& m) {
+void on_generate(Self* self, const SessionContext& ctx, const SessionLimits& limits, const ClientMessage& m) {
   auto& st = self->state;
   if (st.by_client_id.count(m.id)) return send_error(self, m.id, "duplicate_id", "a request with this id is still running");
-  if (st.by_client_id.size() >= ctx.session_limits.max_requests_per_connection)
+  if (st.by_client_id.size() >= limits.max_requests_per_connection)
     return send_error(self, m.id, "too_many_requests",
                       "this connection already has " + std::to_string(st.by_client_id.size()) +
                           " requests running (the limit)");
-  auto built = build_submission(ctx, m.generate, caf::actor_cast<caf::actor>(self));
+  auto built = build_submission(ctx, limits, m.generate, caf::actor_cast<caf::actor>(self));
   if (auto* err = std::get_if<RequestError>(&built)) return send_error(self, m.id, err->code, err->message);
   SubmitRequest& req = std::get<SubmitRequest>(built);
   st.by_client_id[m.id] = req.id;
@@ -55,9 +56,11 @@ void on_generate(Self* self, const SessionContext& ctx, const ClientMessage& m) 
 
 caf::behavior ws_session(Self* self, SessionContext ctx, std::shared_ptr<WsSink> sink) {
   self->state.sink = std::move(sink);
+  announce_session(self, ctx, "websocket");
   return {
       [self, ctx](frame_atom, const std::string& frame) {
-        auto parsed = parse_ws_message(frame, ctx.request_limits);
+        const ClientLimits limits = ctx.limits->get();
+        auto parsed = parse_ws_message(frame, limits.request);
         if (auto* err = std::get_if<RequestError>(&parsed)) return send_error(self, err->id, err->code, err->message);
         const ClientMessage& m = std::get<ClientMessage>(parsed);
         switch (m.type) {
@@ -76,7 +79,7 @@ caf::behavior ws_session(Self* self, SessionContext ctx, std::shared_ptr<WsSink>
             return;
           }
           case ClientMessage::Type::generate:
-            return on_generate(self, ctx, m);
+            return on_generate(self, ctx, limits.session, m);
         }
       },
       [self](token_atom, TokenEvent& t) {
@@ -105,6 +108,18 @@ caf::behavior ws_session(Self* self, SessionContext ctx, std::shared_ptr<WsSink>
         if (!id.empty()) send_error(self, std::move(id), f.code, f.message);
       },
       [self](closed_atom) { self->quit(); },
+      [self](kick_atom) {
+        // An operator closed this connection: the client sees a policy-violation close, and the
+        // scheduler (which monitors this actor) cancels whatever it still had running.
+        self->state.sink->close(true);
+        self->quit();
+      },
+      [self](goodbye_atom) {
+        // The server drained: every event of this connection's requests is already queued
+        // (the scheduler sent them before the drain ended), and a normal close follows them.
+        self->state.sink->close();
+        self->quit();
+      },
   };
 }
 

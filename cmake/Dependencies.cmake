@@ -18,6 +18,20 @@ add_library(caf::io UNKNOWN IMPORTED)
 set_target_properties(caf::io PROPERTIES
   IMPORTED_LOCATION "${CAF_IO_LIBRARY}"
   INTERFACE_LINK_LIBRARIES caf::core)
+# TLS for the admin console's middleman connections (Debian's libcaf-dev ships it).
+find_library(CAF_OPENSSL_LIBRARY caf_openssl REQUIRED)
+add_library(caf::openssl UNKNOWN IMPORTED)
+set_target_properties(caf::openssl PROPERTIES
+  IMPORTED_LOCATION "${CAF_OPENSSL_LIBRARY}"
+  INTERFACE_LINK_LIBRARIES caf::io)
+
+# libedit (BSD licence): line editing, history and completion for the admin shell.
+find_path(LIBEDIT_INCLUDE_DIR editline/readline.h REQUIRED)
+find_library(LIBEDIT_LIBRARY edit REQUIRED)
+add_library(libedit::libedit UNKNOWN IMPORTED)
+set_target_properties(libedit::libedit PROPERTIES
+  IMPORTED_LOCATION "${LIBEDIT_LIBRARY}"
+  INTERFACE_INCLUDE_DIRECTORIES "${LIBEDIT_INCLUDE_DIR}")
 
 find_path(PCRE2_INCLUDE_DIR pcre2.h REQUIRED)
 find_library(PCRE2_LIBRARY pcre2-8 REQUIRED)

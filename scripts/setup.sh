@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config ca-certificates curl chromium
-          libcaf-dev libboost1.81-dev libsimdjson-dev libgtest-dev libpcre2-dev libutf8proc-dev)
+          libcaf-dev libboost1.81-dev libsimdjson-dev libgtest-dev libpcre2-dev libutf8proc-dev libedit-dev)
 command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()

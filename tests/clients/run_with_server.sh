@@ -14,7 +14,7 @@ cleanup() {
 }
 trap cleanup EXIT
 "$binary" make-checkpoint --config "$root/tests/fixtures/configs/moe_topk2_norm.json" --seed 5 --out "$work/model" 2>/dev/null
-"$binary" serve --model "$work/model" --port 0 --threads 1 --kv-memory-mb 16 >"$work/server.log" 2>&1 &
+"$binary" serve --model "$work/model" --port 0 --no-admin --threads 1 --kv-memory-mb 16 >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
   port=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\) .*|\1|p' "$work/server.log")

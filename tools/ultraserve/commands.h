@@ -13,6 +13,7 @@ int make_checkpoint_command(const Args& args);
 int quantize_command(const Args& args);
 int generate_command(const Args& args);
 int serve_command(const Args& args);
+int admin_command(const Args& args);
 int loadgen_command(const Args& args);
 int devices_command(const Args& args);
 

@@ -15,6 +15,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"serve", "serve a model over WebSocket and an OpenAI-compatible HTTP API", ultraserve::serve_command},
+    {"admin", "the operator's console for a running server (status, drain, set, ...)", ultraserve::admin_command},
     {"loadgen", "drive a server with many streaming WebSocket clients", ultraserve::loadgen_command},
     {"generate", "generate text from a prompt, streamed to stdout", ultraserve::generate_command},
     {"make-checkpoint", "write a random-weight HF checkpoint for a config.json", ultraserve::make_checkpoint_command},

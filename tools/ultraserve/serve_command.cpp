@@ -1,12 +1,17 @@
-#include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include <caf/actor_system.hpp>
 
+#include "actors/admin_endpoint.h"
 #include "actors/server.h"
+#include "actors/settings_table.h"
+#include "config/admin_token.h"
 #include "config/command_options.h"
+#include "tools/ultraserve/admin_shell.h"
 #include "tools/ultraserve/commands.h"
+#include "tools/ultraserve/stop_signal.h"
 
 namespace ultraserve {
 namespace {
@@ -16,6 +21,9 @@ namespace {
 struct ServeOptions : CommandOptions {
   ServerSettings s;
   std::string model;
+  AdminSettings admin;
+  bool no_admin = false;
+  bool shell = false;
 
   ServeOptions() : CommandOptions("ultraserve serve --model DIR [--host H] [--port P] [--config-file FILE] [limits...]") {
     options()
@@ -44,7 +52,15 @@ struct ServeOptions : CommandOptions {
         .add(s.net.ws_send_overflow_grace, "send-overflow-grace", "time over the bound before a slow client is closed")
         .add(s.net.write_stall_timeout, "write-stall-timeout", "a write taking longer closes the connection")
         .add(s.net.idle_timeout, "idle-timeout", "silence from a WebSocket client before it is closed")
-        .add(s.net.http_request_timeout, "http-request-timeout", "time to receive an HTTP request");
+        .add(s.net.http_request_timeout, "http-request-timeout", "time to receive an HTTP request")
+        .add(shell, "shell", "run the admin shell on this terminal (quit or Ctrl-D stops the server)")
+        .add(no_admin, "no-admin", "do not publish the admin console")
+        .add(admin.host, "admin-host", "admin console address (non-loopback needs the --admin-tls-* files)")
+        .add(admin.port, "admin-port", "admin console TCP port (0: any free port)")
+        .add(admin.token_file, "admin-token-file", "admin token, made at first start (default: per user)")
+        .add(admin.tls.certificate, "admin-tls-certificate", "PEM certificate the admin console presents")
+        .add(admin.tls.key, "admin-tls-key", "PEM private key of --admin-tls-certificate")
+        .add(admin.tls.ca, "admin-tls-ca", "PEM CA that must have signed each admin client's certificate");
   }
 
   // CAF checks types and the range of unsigned fields; these are the rules it cannot know.
@@ -52,35 +68,51 @@ struct ServeOptions : CommandOptions {
     auto require = [](bool ok, const std::string& what) {
       if (!ok) throw UsageError(what);
     };
-    using std::chrono::steady_clock;
     require(!model.empty(), "--model is required");
-    require(s.net.io_threads > 0, "--io-threads must be positive");
-    require(s.kv_memory_mb > 0 || s.planner.kv_blocks > 0, "--kv-memory-mb or --kv-blocks must be positive");
-    require(s.planner.kv_blocks >= 0, "--kv-blocks must be >= 0");
-    require(s.planner.kv_block_size > 0, "--kv-block-size must be positive");
-    require(s.planner.max_batch > 0, "--max-batch must be positive");
-    require(s.planner.max_step_tokens >= s.planner.max_batch,
-            "--max-step-tokens must be >= --max-batch (every running sequence decodes each step)");
-    require(s.planner.max_queued > 0, "--max-queued must be positive");
-    require(s.net.max_connections > 0, "--max-connections must be positive");
-    require(s.request.max_tokens > 0, "--max-tokens-limit must be positive");
-    require(s.request.default_max_tokens > 0 && s.request.default_max_tokens <= s.request.max_tokens,
-            "--default-max-tokens must be in [1, --max-tokens-limit]");
-    require(s.request.max_prompt_bytes > 0, "--max-prompt-bytes must be positive");
-    require(s.session.max_requests_per_connection > 0, "--max-requests-per-connection must be positive");
-    require(s.session.context_length >= 0, "--context-length must be >= 0");
-    require(s.net.max_ws_frame_bytes > 0 && s.net.max_http_body_bytes > 0 && s.net.ws_send_queue_bytes > 0,
-            "--max-frame-bytes, --max-body-bytes and --send-queue-bytes must be positive");
-    for (auto [d, name] : {std::pair{s.session.request_timeout, "request-timeout"},
-                           {s.net.ws_send_overflow_grace, "send-overflow-grace"},
-                           {s.net.write_stall_timeout, "write-stall-timeout"}, {s.net.idle_timeout, "idle-timeout"},
-                           {s.net.http_request_timeout, "http-request-timeout"}})
-      require(d > steady_clock::duration::zero(), std::string("--") + name + " must be positive");
+    // The limits' rules are shared with the admin console's `set` (actors/settings_table.h).
+    const std::string limits_problem = check_settings(s, "--");
+    require(limits_problem.empty(), limits_problem);
+    const std::string admin_problem = check_admin_settings(admin_settings());
+    require(admin_problem.empty(), admin_problem);
     ServerSettings out = s;
     out.model = model;
     return out;
   }
+
+  AdminSettings admin_settings() const {
+    AdminSettings a = admin;
+    a.publish = !no_admin;
+    return a;
+  }
 };
+
+// The admin token: the file's (made at first start) when the console is published; a fresh
+// one in memory when only `--shell` talks to the admin actor.
+std::string admin_token(const AdminSettings& admin) {
+  if (!admin.publish) return make_admin_token();
+  return load_or_create_admin_token(admin.token_file.empty() ? default_admin_token_path()
+                                                             : std::filesystem::path(admin.token_file));
+}
+
+// After a drain the WebSocket sessions close their connections once their last events are
+// written; stopping the server before that would cut those events off. Waits for the
+// connections to go, but no longer than `limit` (an idle HTTP keep-alive client may linger).
+void wait_for_connections_to_close(const Server& server, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (server.open_connections() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+// `--shell`: the admin shell on this terminal, talking to the admin actor in this process.
+// Leaving it stops the server; a stop from elsewhere (a signal, a drain) ends it.
+std::thread start_shell(caf::actor_system& system, const AdminEndpoint& admin, StopSignal& stop) {
+  return std::thread([&system, &admin, &stop] {
+    AdminClient local(system, "this server", [&admin]() -> caf::expected<caf::actor> { return admin.actor(); },
+                      admin.token(), std::chrono::seconds(30));
+    run_admin_shell(local, {false, stop.wake_fd()});
+    stop.request("the shell closed");
+  });
+}
 
 }  // namespace
 
@@ -88,23 +120,27 @@ int serve_command(const Args& args) {
   ServeOptions o;
   return run_command(o, args, [&] {
     ServerSettings settings = o.validated();
-    // SIGINT/SIGTERM are taken by sigwait below, on this thread only: blocked before any
-    // thread starts so that no other thread receives them.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    const AdminSettings admin_settings = o.admin_settings();
+    const std::string token = admin_token(admin_settings);
+    StopSignal stop;
+    SignalWatcher signals(stop);  // before the actor system starts its threads
+    if (admin_settings.publish) configure_admin_transport(o, admin_settings.tls);
 
     caf::actor_system system{o};
     Server server(system, std::move(settings));
+    AdminEndpoint admin(system, server, admin_settings, token, [&stop] { stop.request("drained"); });
     const std::string& host = server.settings().net.host;
     std::printf("ultraserve: serving %s on http://%s:%u (WebSocket ws://%s:%u%s)\n", o.model.c_str(), host.c_str(),
                 server.port(), host.c_str(), server.port(), server.settings().net.ws_path.c_str());
+    if (admin.port() != 0)
+      std::printf("ultraserve: admin console on %s:%u (ultraserve admin --connect %s:%u)\n",
+                  admin_settings.host.c_str(), admin.port(), admin_settings.host.c_str(), admin.port());
     std::fflush(stdout);
-    int received = 0;
-    sigwait(&signals, &received);
-    std::fprintf(stderr, "ultraserve: %s, shutting down\n", received == SIGINT ? "SIGINT" : "SIGTERM");
+    std::thread shell = o.shell ? start_shell(system, admin, stop) : std::thread();
+    const std::string reason = stop.wait();
+    std::fprintf(stderr, "ultraserve: %s, shutting down\n", reason.c_str());
+    if (shell.joinable()) shell.join();
+    if (reason == "drained") wait_for_connections_to_close(server, std::chrono::seconds(5));
     server.stop();
   });
 }
