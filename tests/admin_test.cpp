@@ -451,6 +451,16 @@ TEST_F(AdminTest, TlsNeedsACertificateFromTheConfiguredCa) {
   EXPECT_NE(half.output.find("TLS needs all of"), std::string::npos) << half.output;
 }
 
+TEST_F(AdminTest, BusyAdminPortStopsStartUpAndNamesIt) {
+  // The running server's admin port is taken: a second server asking for it must say so.
+  CliRun second = run("serve --model " + model_.string() + " --port 0 --admin-token-file " + token_file() +
+                      " --admin-port " + std::to_string(admin_port_));
+  EXPECT_EQ(second.exit_code, 1) << second.output;
+  EXPECT_NE(second.output.find("cannot publish the admin console on 127.0.0.1:" + std::to_string(admin_port_)),
+            std::string::npos)
+      << second.output;
+}
+
 TEST_F(AdminTest, NonLoopbackAdminAddressNeedsTls) {
   const std::string serve = "serve --model " + model_.string() + " --admin-token-file " + token_file();
   CliRun open = run(serve + " --admin-host 0.0.0.0");
