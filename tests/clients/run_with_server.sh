@@ -14,6 +14,7 @@ cleanup() {
 }
 trap cleanup EXIT
 "$binary" make-checkpoint --config "$root/tests/fixtures/configs/moe_topk2_norm.json" --seed 5 --out "$work/model" 2>/dev/null
+: >"$work/server.log"  # exists before the loop below reads it (the server's redirection may come later)
 "$binary" serve --model "$work/model" --port 0 --no-admin --threads 1 --kv-memory-mb 16 >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
