@@ -137,7 +137,7 @@ AdminReply render_sessions(const SessionList& sessions, const RequestList& reque
 }
 
 AdminReply render_workers(const SchedulerStats& s, const ServerFacts& facts, uint64_t rss_bytes) {
-  std::vector<std::vector<std::string>> rows{{"WORKER", "DEVICE", "STATE", "STEPS", "LAST STEP", "KV BLOCKS", "KV MEMORY"}};
+  std::vector<std::vector<std::string>> rows{{"WORKER", "DEVICE", "STATE", "STEPS", "LAST STEP", "KV BLOCKS", "KV MEMORY", "WEIGHTS"}};
   JsonWriter w;
   w.begin_object().key("workers").begin_array();
   for (size_t i = 0; i < facts.workers.size(); ++i) {
@@ -147,11 +147,11 @@ AdminReply render_workers(const SchedulerStats& s, const ServerFacts& facts, uin
     rows.push_back({std::to_string(i), info.device, state, std::to_string(s.steps), printf_string("%.2f ms", s.last_step_s * 1e3),
                     std::to_string(s.kv_blocks_used) + " / " + std::to_string(info.kv_blocks) + " x " +
                         std::to_string(info.kv_block_size),
-                    format_bytes(kv_bytes)});
+                    format_bytes(kv_bytes), info.weight_bytes ? format_bytes(info.weight_bytes) : "host"});
     w.begin_object().field("id", static_cast<int64_t>(i)).field("device", info.device).field("state", state)
         .field("steps", i64(s.steps)).field("last_step_s", s.last_step_s).field("kv_blocks_used", s.kv_blocks_used)
         .field("kv_blocks", info.kv_blocks).field("kv_block_size", info.kv_block_size)
-        .field("kv_bytes", i64(kv_bytes)).end_object();
+        .field("kv_bytes", i64(kv_bytes)).field("weight_bytes", i64(info.weight_bytes)).end_object();
   }
   w.end_array().field("process_rss_bytes", i64(rss_bytes)).end_object();
   std::string text = format_table(rows);

@@ -12,7 +12,12 @@ CpuWorker::CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vo
       model_(config, std::move(weights), pool_),
       cache_(config, kv_blocks, kv_block_size) {}
 
-WorkerInfo CpuWorker::info() const { return {"cpu", cache_.total_blocks(), cache_.block_size()}; }
+WorkerInfo CpuWorker::info() const {
+  const ModelConfig& c = model_.config();
+  WorkerInfo info{"cpu", cache_.total_blocks(), cache_.block_size()};
+  info.kv_block_bytes = size_t(c.num_hidden_layers) * 2 * cache_.block_size() * c.kv_dim() * sizeof(float);
+  return info;
+}
 
 StepResult CpuWorker::execute(const StepPlan& plan) {
   const auto start = std::chrono::steady_clock::now();

@@ -17,6 +17,8 @@ struct WorkerInfo {
   std::string device;  // "cpu", "cuda:0", ...
   int kv_blocks = 0;
   int kv_block_size = 0;
+  size_t kv_block_bytes = 0;  // device memory per KV block
+  size_t weight_bytes = 0;    // device memory the weights take
 };
 
 class ModelWorker {

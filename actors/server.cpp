@@ -20,10 +20,6 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
   LoadedModel model = load_model(settings_.model);
   const ModelConfig& config = model.config;
   PlannerLimits& planner = settings_.planner;
-  const size_t block_bytes =
-      size_t(config.num_hidden_layers) * 2 * planner.kv_block_size * config.kv_dim() * sizeof(float);
-  if (planner.kv_blocks == 0)
-    planner.kv_blocks = static_cast<int>(std::max<size_t>(1, (settings_.kv_memory_mb << 20) / block_bytes));
   if (settings_.session.context_length == 0) settings_.session.context_length = config.max_position_embeddings;
 
   context_.metrics = spawn_metrics(system_);
@@ -34,11 +30,11 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
   context_.limits = std::make_shared<SharedClientLimits>(ClientLimits{settings_.request, settings_.session});
   context_.sessions = spawn_session_registry(system_);
   const int vocab = sampleable_vocab(config, model.tokenizer);
-  if (!worker)
-    worker = std::make_unique<CpuWorker>(config, std::move(model.weights), vocab, planner.kv_blocks,
-                                         planner.kv_block_size, settings_.threads);
-  facts_ = {context_.model_name, config.model_type, config.max_position_embeddings, {worker->info()}, block_bytes,
-            std::chrono::steady_clock::now()};
+  if (!worker) worker = make_worker(settings_, model, vocab);
+  const WorkerInfo worker_info = worker->info();
+  planner.kv_blocks = worker_info.kv_blocks;  // the scheduler's ledger mirrors the worker's pool
+  facts_ = {context_.model_name, config.model_type, config.max_position_embeddings, {worker_info},
+            worker_info.kv_block_bytes, std::chrono::steady_clock::now()};
   worker_ = spawn_worker(system_, std::move(worker));
   context_.scheduler = spawn_scheduler(system_, worker_, context_.tokenizer, {planner, context_.metrics});
   service_ = std::make_shared<ActorService>(system_, context_);

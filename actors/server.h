@@ -15,6 +15,7 @@
 #include "actors/batch_planner.h"
 #include "actors/model_worker.h"
 #include "actors/session_context.h"
+#include "actors/worker_factory.h"
 #include "net/net_limits.h"
 
 namespace ultraserve {
@@ -22,9 +23,10 @@ namespace ultraserve {
 struct ServerSettings {
   std::filesystem::path model;
   size_t threads = 0;          // CPU worker threads (0: one per core)
-  size_t kv_memory_mb = 1024;  // KV cache size when kv_blocks is 0
+  size_t kv_memory_mb = 1024;  // CPU KV cache size when kv_blocks is 0 (a GPU fills its memory fraction)
+  DeviceSettings devices;
   NetLimits net;
-  PlannerLimits planner;       // kv_blocks 0: derived from kv_memory_mb
+  PlannerLimits planner;       // kv_blocks 0: sized by the worker (kv_memory_mb, or GPU memory)
   RequestLimits request;
   SessionLimits session;       // context_length 0: the model's
 };

@@ -11,7 +11,10 @@ if(ULTRASERVE_CUDA)
   if(CMAKE_CUDA_COMPILER)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
-    set(CMAKE_CUDA_STANDARD 17)  # CMake 3.25 does not know nvcc 13 takes C++20; device code needs no more
+    # CMake 3.25 does not know that nvcc 13 takes C++20: tell it the flag.
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA_STANDARD 20)
     set(CMAKE_CUDA_ARCHITECTURES OFF)  # we pass -gencode ourselves
     set(ULTRASERVE_CUDA_FLAGS -gencode=arch=compute_90a,code=sm_90a)
     set(ULTRASERVE_HAVE_CUDA ON)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -39,30 +40,69 @@ DeviceProbe probe_devices() {
   return probe;
 }
 
-double measure_copy_bandwidth(int device, size_t bytes, int repeats) {
-  check(cudaSetDevice(device), "cudaSetDevice");
-  void *src = nullptr, *dst = nullptr;
-  check(cudaMalloc(&src, bytes), "cudaMalloc");
-  check(cudaMalloc(&dst, bytes), "cudaMalloc");
-  check(cudaMemset(src, 0x5a, bytes), "cudaMemset");  // never time untouched pages
+namespace {
+
+// Median milliseconds of `repeats` timed runs of `enqueue` (after one untimed warm-up).
+template <typename Enqueue>
+float median_ms(int repeats, Enqueue enqueue) {
   cudaEvent_t start, stop;
   check(cudaEventCreate(&start), "cudaEventCreate");
   check(cudaEventCreate(&stop), "cudaEventCreate");
-  check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "warm-up copy");
+  enqueue();
   std::vector<float> ms(repeats);
   for (int i = 0; i < repeats; ++i) {
     check(cudaEventRecord(start), "cudaEventRecord");
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync");
+    enqueue();
     check(cudaEventRecord(stop), "cudaEventRecord");
     check(cudaEventSynchronize(stop), "cudaEventSynchronize");
     check(cudaEventElapsedTime(&ms[i], start, stop), "cudaEventElapsedTime");
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  std::nth_element(ms.begin(), ms.begin() + repeats / 2, ms.end());
+  return ms[repeats / 2];
+}
+
+__global__ void read_kernel(const uint4* data, size_t count, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcs(data + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) *sink = acc;  // practically never: keeps the loads alive
+}
+
+}  // namespace
+
+double measure_copy_bandwidth(int device, size_t bytes, int repeats) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  void *src = nullptr, *dst = nullptr;
+  check(cudaMalloc(&src, bytes), "cudaMalloc");
+  check(cudaMalloc(&dst, bytes), "cudaMalloc");
+  check(cudaMemset(src, 0x5a, bytes), "cudaMemset");  // never time untouched pages
+  const float ms = median_ms(repeats, [&] { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy"); });
   cudaFree(src);
   cudaFree(dst);
-  std::nth_element(ms.begin(), ms.begin() + repeats / 2, ms.end());
-  return 2.0 * static_cast<double>(bytes) / (ms[repeats / 2] * 1e-3);
+  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3);
+}
+
+double measure_read_bandwidth(int device, size_t bytes, int repeats) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  void* data = nullptr;
+  unsigned* sink = nullptr;
+  check(cudaMalloc(&data, bytes), "cudaMalloc");
+  check(cudaMalloc(&sink, sizeof(unsigned)), "cudaMalloc");
+  check(cudaMemset(data, 0x5a, bytes), "cudaMemset");
+  const int blocks = prop.multiProcessorCount * 8;
+  const float ms = median_ms(repeats, [&] {
+    read_kernel<<<blocks, 256>>>(static_cast<const uint4*>(data), bytes / sizeof(uint4), sink);
+    check(cudaGetLastError(), "read_kernel");
+  });
+  cudaFree(data);
+  cudaFree(sink);
+  return static_cast<double>(bytes) / (ms * 1e-3);
 }
 
 }  // namespace ultraserve::gpu

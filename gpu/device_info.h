@@ -28,4 +28,8 @@ DeviceProbe probe_devices();
 // convention of the roofline in docs/perf.md): the median of `repeats` timed copies of `bytes`.
 double measure_copy_bandwidth(int device, size_t bytes, int repeats = 20);
 
+// Streaming read bandwidth in bytes/s: the median of `repeats` timed passes of a kernel that
+// reads `bytes` with 16-byte loads and reduces them (the kind of traffic a decode step makes).
+double measure_read_bandwidth(int device, size_t bytes, int repeats = 20);
+
 }  // namespace ultraserve::gpu

@@ -7,8 +7,7 @@ namespace ultraserve::gpu {
 
 DeviceProbe probe_devices() { return {false, "this build has no CUDA backend (nvcc was not found)", {}}; }
 
-double measure_copy_bandwidth(int, size_t, int) {
-  throw std::runtime_error("this build has no CUDA backend");
-}
+double measure_copy_bandwidth(int, size_t, int) { throw std::runtime_error("this build has no CUDA backend"); }
+double measure_read_bandwidth(int, size_t, int) { throw std::runtime_error("this build has no CUDA backend"); }
 
 }  // namespace ultraserve::gpu

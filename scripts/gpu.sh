@@ -4,10 +4,14 @@
 #   scripts/gpu.sh pack          here: build with CUDA (sm_90a), and gather into .gpu/ the binaries,
 #                                the shared libraries they need that Ubuntu lacks, the random reference
 #                                checkpoints and the Qwen3 tokenizer.
-#   scripts/gpu.sh run [--references]
-#                                on the GPU machine (device tool: carry [".gpu"]): GPU tests, the
-#                                test suite, benchmarks with their reference systems; --references also
-#                                regenerates the HF reference fixtures. Everything lands in $OUT.
+#   scripts/gpu.sh run [--references] [PART...]
+#                                on the GPU machine (device tool: carry [".gpu"]): the parts named, or
+#                                all of them: tests (every test binary), sanitizer (compute-sanitizer
+#                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
+#                                transformers on the GPU), cpu-bench (ours, then HF on the CPU),
+#                                serving-bench, profile (nsys kernel summary of a decode step).
+#                                --references also regenerates the HF reference fixtures. Everything
+#                                lands in $OUT (run.log with the whole output).
 #
 # One device call:  run(command="bash scripts/gpu.sh run", carry=[".gpu"])
 set -euo pipefail
@@ -15,11 +19,12 @@ cd "$(dirname "$0")/.."
 bundle=.gpu
 
 pack() {
-  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DULTRASERVE_CUDA=ON >/dev/null
-  cmake --build build-gpu -j"$(nproc)"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DULTRASERVE_CUDA=ON >/dev/null  # the usual build folder
+  cmake --build build -j"$(nproc)"
   rm -rf "$bundle" && mkdir -p "$bundle"/build/tools "$bundle"/build/tests "$bundle"/lib
-  cp build-gpu/tools/ultraserve build-gpu/tools/bench/cpu_generate_bench "$bundle"/build/tools/
-  find build-gpu/tests -maxdepth 1 -type f -name '*_test' -exec cp {} "$bundle"/build/tests/ \;
+  cp build/tools/ultraserve build/tools/bench/{cpu_generate,gpu_decode,serving}_bench "$bundle"/build/tools/
+  find build/tests -maxdepth 1 -type f -name '*_test' -exec cp {} "$bundle"/build/tests/ \;
+  strip "$bundle"/build/tools/* "$bundle"/build/tests/*  # the device call carries at most 64 MiB
   # Libraries from Debian packages that the Ubuntu GPU image does not have.
   for bin in "$bundle"/build/tools/* "$bundle"/build/tests/*; do
     ldd "$bin" | awk '/=> \// {print $3}' | grep -E 'libcaf_|libsimdjson|libutf8proc|libpcre2-8' || true
@@ -30,7 +35,7 @@ import json
 for c in json.load(open("tests/fixtures/reference/cases.json"))["cases"]:
     print(c["name"], c["config"], c["seed"], c["dtype"], c["shard_mb"])
 PY
-    build-gpu/tools/ultraserve make-checkpoint --config "tests/fixtures/configs/$config" --seed "$seed" \
+    build/tools/ultraserve make-checkpoint --config "tests/fixtures/configs/$config" --seed "$seed" \
       --dtype "$dtype" --shard-mb "$shard" --out "$bundle/reference-checkpoints/$name" 2>/dev/null
   done
   cp -r data/qwen3-tokenizer "$bundle"/
@@ -52,25 +57,55 @@ run() {
     python3 tools/reference/tokenizer_reference.py --cases tests/fixtures/tokenizer/cases.jsonl \
       --tokenizer data/qwen3-tokenizer/tokenizer.json --out tests/fixtures/tokenizer/qwen3_reference.jsonl
     tar -czf "$out"/fixtures.tar.gz tests/fixtures/reference/*.safetensors tests/fixtures/tokenizer/qwen3_reference*
+    shift
   fi
 
-  local logs; logs=$(mktemp -d)
+  local parts=("$@")
+  [ ${#parts[@]} -eq 0 ] && parts=(tests sanitizer gpu-bench hf-gpu-bench cpu-bench serving-bench)
+  local logs; logs=$(mktemp -d) failed=0
   echo "== devices"
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
   "$bundle"/build/tools/ultraserve devices --bandwidth
-  echo "== tests"
-  local failed=0
-  for t in "$bundle"/build/tests/*_test; do
-    local log="$logs/$(basename "$t").log"
-    "$t" --gtest_brief=1 >"$log" 2>&1 || { failed=1; echo "FAILED: $t"; tail -30 "$log"; }
-    grep -E '^\[ (gpu|reference) \]|PASSED|FAILED|SKIPPED' "$log" | sed "s|^|$(basename "$t"): |" || true
+  for part in "${parts[@]}"; do
+    echo "== $part"
+    case "$part" in
+      tests)
+        for t in "$bundle"/build/tests/*_test; do
+          local log="$logs/$(basename "$t").log"
+          "$t" --gtest_brief=1 >"$log" 2>&1 || { failed=1; echo "FAILED: $t"; tail -30 "$log"; }
+          grep -E '^\[ (gpu|reference) \]|PASSED|FAILED|SKIPPED' "$log" | sed "s|^|$(basename "$t"): |" || true
+        done ;;
+      sanitizer)
+        local sanitizer=/usr/local/cuda/bin/compute-sanitizer
+        [ -x "$sanitizer" ] || sanitizer=$(command -v compute-sanitizer || true)
+        if [ -z "$sanitizer" ]; then echo "compute-sanitizer not found"; failed=1; continue; fi
+        "$sanitizer" --tool memcheck --leak-check full --error-exitcode 3 "$bundle"/build/tests/gpu_model_test \
+          --gtest_brief=1 >"$logs/memcheck.log" 2>&1 || { failed=1; echo "FAILED: memcheck"; }
+        tail -5 "$logs/memcheck.log" ;;
+      gpu-bench)
+        "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --json "$out"/gpu_decode.json ;;
+      hf-gpu-bench)
+        python3 tools/reference/hf_gpu_decode_bench.py --config config/models/qwen3-30b-a3b.json \
+          --json "$out"/hf_gpu_decode.json || failed=1 ;;
+      profile)  # where a batch-1 decode step spends its time, kernel by kernel
+        local nsys; nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || true)
+        if [ -z "$nsys" ]; then echo "nsys not found"; continue; fi
+        "$nsys" profile --cuda-graph-trace=node --force-overwrite true -o /tmp/decode "$bundle"/build/tools/gpu_decode_bench \
+          --contexts '[128]' --batches '[1]' --pass-tokens '[1]' --steps 20 >/dev/null
+        "$nsys" stats --report cuda_gpu_kern_sum --format csv /tmp/decode.nsys-rep 2>/dev/null | cut -d, -f1-4,9 | head -30 ;;
+      cpu-bench)
+        local model=/tmp/small-qwen3-moe
+        "$bundle"/build/tools/ultraserve make-checkpoint --config config/models/small-qwen3-moe.json --seed 1 \
+          --tokenizer data/qwen3-tokenizer/tokenizer.json --out "$model"
+        "$bundle"/build/tools/cpu_generate_bench --model "$model" --threads '[1,2,16]' --json "$out"/cpu_generate.json
+        python3 tools/reference/hf_generate_bench.py --model "$model" --threads 1,2,16 --json "$out"/hf_cpu_generate.json ;;
+      serving-bench)
+        ulimit -n 65536 || true
+        "$bundle"/build/tools/serving_bench --ultraserve "$bundle"/build/tools/ultraserve \
+          --connections '[100,1000,10000]' --json "$out"/serving.json ;;
+      *) echo "unknown part $part"; failed=1 ;;
+    esac
   done
-  echo "== benchmarks (CPU of the GPU machine; ours next to HF transformers on the same checkpoint)"
-  local model=/tmp/small-qwen3-moe
-  "$bundle"/build/tools/ultraserve make-checkpoint --config config/models/small-qwen3-moe.json --seed 1 \
-    --tokenizer data/qwen3-tokenizer/tokenizer.json --out "$model"
-  "$bundle"/build/tools/cpu_generate_bench --model "$model" --threads '[1,2,16]' --json "$out"/cpu_generate.json
-  python3 tools/reference/hf_generate_bench.py --model "$model" --threads 1,2,16 --json "$out"/hf_cpu_generate.json
   tar -czf "$out"/logs.tar.gz -C "$logs" .
   return $failed
 }
@@ -78,5 +113,5 @@ run() {
 case "${1:-}" in
   pack) pack ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/gpu.sh pack | run [--references]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu.sh pack | run [--references] [tests|sanitizer|gpu-bench|hf-gpu-bench|cpu-bench|serving-bench|profile ...]" >&2; exit 2 ;;
 esac

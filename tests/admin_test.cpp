@@ -181,7 +181,9 @@ TEST_F(AdminTest, ReadOnlyCommandsAnswer) {
   EXPECT_TRUE(status["tau"].is_null());
 
   auto workers = admin_json("workers")["workers"];
-  EXPECT_EQ(std::string_view(workers.at(0)["device"]), "cpu");
+  // The CPU, or on a GPU machine (`--device auto`) the GPU.
+  const std::string_view device = workers.at(0)["device"];
+  EXPECT_TRUE(device == "cpu" || device.starts_with("cuda:")) << device;
   EXPECT_EQ(std::string_view(workers.at(0)["state"]), "idle");
 
   auto setting = admin_json("get max-batch");

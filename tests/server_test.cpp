@@ -37,6 +37,7 @@ class ServerTest : public ::testing::Test {
     s.net.port = 0;
     s.threads = 2;
     s.kv_memory_mb = 16;
+    s.devices.device = "cpu";  // the reference below is the CPU model (gpu_model_test covers the GPU)
     server_ = std::make_unique<Server>(system_, s);
   }
   void TearDown() override { server_.reset(); }

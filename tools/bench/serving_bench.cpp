@@ -31,7 +31,8 @@ class InstantWorker : public ModelWorker {
       if (e.sample) r.sampled.push_back({e.id, token_});
     return r;
   }
-  WorkerInfo info() const override { return {"instant", 0, 0}; }
+  // It holds no KV: a pool this large never limits admission.
+  WorkerInfo info() const override { return {"instant", 1 << 20, 16}; }
 
  private:
   int32_t token_;
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
   BenchOptions o;
   return run_command(o, std::vector<std::string>(argv + 1, argv + argc), [&] {
     const auto model = std::filesystem::temp_directory_path() / "ultraserve-serving-bench-model";
-    write_random_checkpoint({o.config, model, 1, DType::BF16, 4ull << 30, std::nullopt});
+    write_random_checkpoint({.config_json = o.config, .out_dir = model, .seed = 1});
     caf::actor_system_config cfg;
     caf::actor_system system{cfg};
     std::printf("| connections | requests | tokens | errors | tokens/s | server CPU us/token | TTFT p50 ms | ITL p50 ms |\n");
@@ -81,7 +82,6 @@ int main(int argc, char** argv) {
       s.net.max_connections = static_cast<size_t>(conns) + 16;
       s.planner.max_batch = 1024;
       s.planner.max_step_tokens = 1 << 16;
-      s.planner.kv_blocks = 1 << 20;  // the instant worker holds no KV: do not let it limit admission
       s.planner.max_queued = 1 << 20;
       Server server(system, s, std::make_unique<InstantWorker>('x'));
       const std::string out = (std::filesystem::temp_directory_path() / "ultraserve-loadgen.json").string();

@@ -30,10 +30,13 @@ struct ServeOptions : CommandOptions {
         .add(model, "model", "HF checkpoint directory")
         .add(s.net.host, "host", "address to listen on (127.0.0.1: this machine only)")
         .add(s.net.port, "port", "TCP port (0: any free port)")
+        .add(s.devices.device, "device", "auto (a GPU if there is one), cpu, cuda or cuda:N")
+        .add(s.devices.gpu_experts, "gpu-experts", "routed experts on the GPU: mxfp4 or bf16")
+        .add(s.devices.gpu_memory_fraction, "gpu-memory-fraction", "of the GPU memory the weights leave, for KV")
         .add(s.threads, "threads", "CPU worker threads (0: one per core)")
         .add(s.net.io_threads, "io-threads", "network threads")
-        .add(s.kv_memory_mb, "kv-memory-mb", "KV cache size in MiB (when --kv-blocks is 0)")
-        .add(s.planner.kv_blocks, "kv-blocks", "KV cache size in blocks (0: from --kv-memory-mb)")
+        .add(s.kv_memory_mb, "kv-memory-mb", "CPU KV cache size in MiB (when --kv-blocks is 0)")
+        .add(s.planner.kv_blocks, "kv-blocks", "KV cache size in blocks (0: from --kv-memory-mb or GPU memory)")
         .add(s.planner.kv_block_size, "kv-block-size", "token positions per KV block")
         .add(s.planner.max_batch, "max-batch", "sequences in one step")
         .add(s.planner.max_step_tokens, "max-step-tokens", "tokens in one step (decodes + prompt chunks)")
@@ -69,6 +72,14 @@ struct ServeOptions : CommandOptions {
       if (!ok) throw UsageError(what);
     };
     require(!model.empty(), "--model is required");
+    require(s.devices.gpu_experts == "mxfp4" || s.devices.gpu_experts == "bf16", "--gpu-experts must be mxfp4 or bf16");
+    require(s.devices.gpu_memory_fraction > 0 && s.devices.gpu_memory_fraction <= 1,
+            "--gpu-memory-fraction must be in (0, 1]");
+    try {
+      parse_device(s.devices.device);  // spelling only: no CUDA call before the signals are blocked
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
     // The limits' rules are shared with the admin console's `set` (actors/settings_table.h).
     const std::string limits_problem = check_settings(s, "--");
     require(limits_problem.empty(), limits_problem);

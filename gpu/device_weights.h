@@ -1,0 +1,53 @@
+#pragma once
+// A model's weights in device memory, in the layout the kernels read:
+//   bf16   attention projections (q|k|v fused into one matrix), router, dense MLP (gate|up
+//          fused), embeddings and LM head
+//   fp32   norm weights, RoPE inverse frequencies
+//   experts per layer, expert-major, gate rows then up rows: MXFP4 (blocks + scales, see
+//          model/mxfp4.h) or bf16
+// bf16 is held as uint16_t here so that g++-built code can own these buffers.
+
+#include <cstdint>
+#include <vector>
+
+#include "gpu/device_buffer.h"
+#include "gpu/expert_format.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+
+namespace ultraserve::gpu {
+
+struct DeviceLayerWeights {
+  DeviceBuffer<float> input_norm, post_attention_norm, q_norm, k_norm;
+  DeviceBuffer<uint16_t> qkv, o;  // [q_dim + 2 kv_dim, hidden], [hidden, q_dim]
+  bool moe = false;
+  DeviceBuffer<uint16_t> dense_gate_up, dense_down;  // [2 intermediate, hidden], [hidden, intermediate]
+  DeviceBuffer<uint16_t> router;                     // [experts, hidden]
+  DeviceBuffer<uint8_t> experts_gate_up, experts_gate_up_scales, experts_down, experts_down_scales;
+};
+
+struct DeviceModelWeights {
+  ExpertFormat experts = ExpertFormat::bf16;
+  DeviceBuffer<uint16_t> embed;    // [vocab, hidden]
+  DeviceBuffer<uint16_t> lm_head;  // empty when tied to embed
+  DeviceBuffer<float> final_norm, inv_freq;
+  std::vector<DeviceLayerWeights> layers;
+  size_t bytes = 0;  // all of the above
+
+  const uint16_t* output_matrix() const { return lm_head.empty() ? embed.get() : lm_head.get(); }
+};
+
+// The format experts get: `wanted`, unless the shapes rule MXFP4 out (dims not multiples of 32).
+ExpertFormat usable_expert_format(const ModelConfig& config, ExpertFormat wanted);
+
+// Copies host weights to the current device (converting to bf16, quantising experts to MXFP4
+// when `experts` says so).
+DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights& weights, ExpertFormat experts);
+
+// Seeded random weights made on the current device: benchmark shapes need no checkpoint.
+DeviceModelWeights random_device_weights(const ModelConfig& config, ExpertFormat experts, uint64_t seed);
+
+// RoPE inverse frequencies as transformers computes them (fp32).
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config);
+
+}  // namespace ultraserve::gpu

@@ -1,0 +1,412 @@
+// The forward pass on one GPU, layer by layer the same computation as model/cpu_model.cpp:
+//   x = embed(tokens)
+//   per layer:  xn = rms_norm(x + pending);  q,k,v = split(xn W_qkv);  q,k <- norm + rope;
+//               k,v -> paged cache;  x += attention(q, cache) W_o;  xn = rms_norm(x)
+//               MoE: route, experts gate/up, experts down -> pending (weighted in the next norm)
+//               dense: pending = down(silu(gate) * up)
+//   logits = rms_norm(x + pending)[output rows] W_lm;  argmax on the device
+// Every buffer is allocated once, for max_rows, so a pass only enqueues kernels: that is what
+// lets a decode step be captured once per batch bucket and replayed as a CUDA graph.
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <map>
+
+#include "gpu/cuda_util.cuh"
+#include "gpu/device_weights.h"
+#include "gpu/gpu_model.h"
+#include "gpu/kernels/kernels.cuh"
+
+namespace ultraserve::gpu {
+namespace {
+
+constexpr int kMaxAttentionSplits = 64;
+constexpr size_t kCublasWorkspaceBytes = 32u << 20;
+
+const bf16* as_bf16(const DeviceBuffer<uint16_t>& b) { return reinterpret_cast<const bf16*>(b.get()); }
+
+// Pinned host memory, freed with the object.
+template <typename T>
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(size_t count) { ULTRASERVE_CUDA_CHECK(cudaMallocHost(&data_, count * sizeof(T))); }
+  ~PinnedBuffer() { cudaFreeHost(data_); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  T* get() const { return data_; }
+
+ private:
+  T* data_ = nullptr;
+};
+
+class CudaModel final : public GpuModel {
+ public:
+  CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options);
+  ~CudaModel() override;
+
+  PassResult run(const PassRequest& request) override;
+  std::vector<StageTime> stage_times(const PassRequest& request, int repeats) override;
+  const GpuModelInfo& info() const override { return info_; }
+  size_t decode_bytes(int context) const override;
+
+ private:
+  // Where each part of the per-pass metadata lives in meta_ (int32 offsets).
+  int32_t* tokens() const { return meta_.get(); }
+  int32_t* positions() const { return meta_.get() + max_rows_; }
+  int32_t* table_of() const { return meta_.get() + 2 * max_rows_; }
+  int32_t* output_rows() const { return meta_.get() + 3 * max_rows_; }
+  int32_t* tables() const { return meta_.get() + 4 * max_rows_; }
+
+  void validate(const PassRequest& request) const;
+  int graph_bucket(const PassRequest& request) const;
+  struct Shape {
+    int bucket, rows, outputs;  // bucket 0: no graph; rows and outputs as launched (padded)
+  };
+  Shape upload(const PassRequest& request);
+  void forward(int rows, int outputs);
+  void stage(const char* name);  // marks the end of a stage when timing stages
+  void replay(int bucket);
+  ExpertWeights expert_weights(const DeviceLayerWeights& l) const;
+
+  ModelConfig c_;
+  GpuModelOptions options_;
+  DeviceModelWeights w_;
+  GpuModelInfo info_;
+  int multiprocessors_ = 0, max_rows_ = 0, max_blocks_per_table_ = 0, vocab_out_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  DeviceBuffer<uint8_t> cublas_workspace_;
+
+  DeviceBuffer<uint16_t> kv_;  // kv_blocks + 1 blocks: the last one takes the writes of padding rows
+  DeviceBuffer<int32_t> meta_;
+  std::unique_ptr<PinnedBuffer<int32_t>> meta_host_, argmax_host_;
+
+  DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, act_, expert_out_, dense_gate_up_,
+      attention_partial_, logits_;
+  DeviceBuffer<uint16_t> xn_, attn_out_, dense_act_;
+  DeviceBuffer<int32_t> expert_of_pair_, pairs_by_expert_, active_experts_, expert_begin_, argmax_;
+
+  std::map<int, cudaGraphExec_t> graphs_;
+  std::vector<std::pair<const char*, cudaEvent_t>>* stage_marks_ = nullptr;
+};
+
+CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options)
+    : c_(config), options_(options), w_(std::move(weights)) {
+  cudaDeviceProp prop{};
+  ULTRASERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));
+  multiprocessors_ = prop.multiProcessorCount;
+  max_rows_ = options.max_rows;
+  const int max_context = options.max_context ? options.max_context : c_.max_position_embeddings;
+  max_blocks_per_table_ = (max_context + options.kv_block_size - 1) / options.kv_block_size;
+  vocab_out_ = options.sampleable_vocab ? options.sampleable_vocab : c_.vocab_size;
+  if (max_rows_ <= 0 || options.max_sequences <= 0) throw GpuError("max_rows and max_sequences must be positive");
+
+  ULTRASERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) throw GpuError("cublasCreate failed");
+  cublas_workspace_ = DeviceBuffer<uint8_t>(kCublasWorkspaceBytes);  // set, so graph capture needs no allocation
+  cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.bytes());
+  cublasSetStream(cublas_, stream_);
+
+  const size_t T = max_rows_, H = c_.hidden_size, k = std::max(1, c_.num_experts_per_tok);
+  const size_t meta_ints = 4 * T + size_t(options.max_sequences + 1) * max_blocks_per_table_;
+  meta_ = DeviceBuffer<int32_t>(meta_ints);
+  meta_host_ = std::make_unique<PinnedBuffer<int32_t>>(meta_ints);
+  argmax_host_ = std::make_unique<PinnedBuffer<int32_t>>(T);
+  x_ = DeviceBuffer<float>(T * H);
+  xn_ = DeviceBuffer<uint16_t>(T * H);
+  qkv_ = DeviceBuffer<float>(T * (c_.q_dim() + 2 * c_.kv_dim()));
+  q_ = DeviceBuffer<float>(T * c_.q_dim());
+  attn_out_ = DeviceBuffer<uint16_t>(T * c_.q_dim());
+  delta_ = DeviceBuffer<float>(T * H);
+  if (c_.num_experts) {
+    router_logits_ = DeviceBuffer<float>(T * c_.num_experts);
+    expert_of_pair_ = DeviceBuffer<int32_t>(T * k);
+    expert_weight_ = DeviceBuffer<float>(T * k);
+    pairs_by_expert_ = DeviceBuffer<int32_t>(T * k);
+    active_experts_ = DeviceBuffer<int32_t>(1 + c_.num_experts);
+    expert_begin_ = DeviceBuffer<int32_t>(1 + c_.num_experts);
+    act_ = DeviceBuffer<float>(T * k * c_.moe_intermediate_size);
+    expert_out_ = DeviceBuffer<float>(T * k * H);
+  }
+  if (c_.intermediate_size) {
+    dense_gate_up_ = DeviceBuffer<float>(T * 2 * c_.intermediate_size);
+    dense_act_ = DeviceBuffer<uint16_t>(T * c_.intermediate_size);
+  }
+  const HeadShape heads{c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim};
+  size_t partial = 0;
+  for (int rows = 1; rows <= max_rows_; ++rows)
+    partial = std::max(partial, attention_scratch_floats(
+                                    rows, heads, attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits)));
+  attention_partial_ = DeviceBuffer<float>(partial);
+  logits_ = DeviceBuffer<float>(T * c_.vocab_size);
+  argmax_ = DeviceBuffer<int32_t>(T);
+
+  // The KV cache takes what is left.
+  const size_t block_bytes = size_t(c_.num_hidden_layers) * 2 * options.kv_block_size * c_.kv_dim() * sizeof(uint16_t);
+  int blocks = options.kv_blocks;
+  if (blocks == 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    ULTRASERVE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    blocks = static_cast<int>(std::min<size_t>(free_bytes * options.memory_fraction / block_bytes, 1 << 24));
+  }
+  if (blocks < 1) throw GpuError("no device memory left for the KV cache");
+  kv_ = DeviceBuffer<uint16_t>((blocks + 1) * block_bytes / sizeof(uint16_t));
+  ULTRASERVE_CUDA_CHECK(cudaMemset(kv_.get(), 0, kv_.bytes()));
+
+  // The padding rows' block table: every entry is the spare block.
+  std::vector<int32_t> spare(max_blocks_per_table_, blocks);
+  ULTRASERVE_CUDA_CHECK(cudaMemcpy(tables() + size_t(options.max_sequences) * max_blocks_per_table_, spare.data(),
+                                   spare.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+
+  info_.device_name = prop.name;
+  info_.experts = w_.experts;
+  info_.weight_bytes = w_.bytes;
+  info_.kv_bytes = kv_.bytes();
+  info_.vocab_size = c_.vocab_size;
+  info_.kv_blocks = blocks;
+  info_.kv_block_size = options.kv_block_size;
+  info_.max_rows = max_rows_;
+  info_.max_context = max_context;
+}
+
+CudaModel::~CudaModel() {
+  for (auto& [bucket, graph] : graphs_) cudaGraphExecDestroy(graph);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+ExpertWeights CudaModel::expert_weights(const DeviceLayerWeights& l) const {
+  return {w_.experts,          l.experts_gate_up.get(), l.experts_gate_up_scales.get(), l.experts_down.get(),
+          l.experts_down_scales.get(), c_.num_experts,  c_.hidden_size,                 c_.moe_intermediate_size};
+}
+
+void CudaModel::forward(int rows, int outputs) {
+  cudaStream_t s = stream_;
+  const int H = c_.hidden_size, E = c_.num_experts, k = c_.num_experts_per_tok;
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  const HeadShape heads{c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim};
+  const AttentionRows attention_rows{positions(), table_of(), rows};
+  const KvLayout kv{reinterpret_cast<bf16*>(kv_.get()), tables(), max_blocks_per_table_, options_.kv_block_size,
+                    c_.num_hidden_layers};
+  const AttentionScratch scratch{attention_partial_.get(),
+                                 attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits)};
+  const Routing routing{expert_of_pair_.get(), expert_weight_.get(), pairs_by_expert_.get(), active_experts_.get(),
+                        expert_begin_.get()};
+  bf16* xn = reinterpret_cast<bf16*>(xn_.get());
+
+  embed_tokens(as_bf16(w_.embed), tokens(), rows, H, x_.get(), s);
+  stage("embed");
+  ResidualDelta pending;  // what the last MLP owes the residual stream
+  for (int layer = 0; layer < c_.num_hidden_layers; ++layer) {
+    const DeviceLayerWeights& l = w_.layers[layer];
+    add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s);
+    stage("input norm");
+    linear(cublas_, as_bf16(l.qkv), c_.q_dim() + 2 * c_.kv_dim(), H, xn, rows, qkv_.get(), s);
+    stage("qkv projection");
+    qk_norm_rope_store(qkv_.get(), l.q_norm.get(), l.k_norm.get(), eps, w_.inv_freq.get(), heads, attention_rows, kv,
+                       layer, q_.get(), s);
+    stage("q/k norm + rope + KV store");
+    paged_attention(q_.get(), heads, attention_rows, kv, layer, scratch, reinterpret_cast<bf16*>(attn_out_.get()), s);
+    stage("attention");
+    linear(cublas_, as_bf16(l.o), H, c_.q_dim(), reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get(), s);
+    stage("o projection");
+    add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
+    stage("post-attention norm");
+    if (l.moe) {
+      linear(cublas_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
+      stage("router");
+      route_tokens(router_logits_.get(), rows, E, k, c_.norm_topk_prob, routing, s);
+      stage("routing");
+      const int max_active = std::min(E, rows * k);
+      experts_gate_up(expert_weights(l), xn, k, routing, max_active, act_.get(), s);
+      stage("experts gate/up");
+      experts_down(expert_weights(l), act_.get(), routing, max_active, expert_out_.get(), s);
+      stage("experts down");
+      pending = {.expert_out = expert_out_.get(), .expert_weight = expert_weight_.get(), .top_k = k};
+    } else {
+      const int I = c_.intermediate_size;
+      linear(cublas_, as_bf16(l.dense_gate_up), 2 * I, H, xn, rows, dense_gate_up_.get(), s);
+      stage("dense gate/up");
+      silu_mul(dense_gate_up_.get(), rows, I, reinterpret_cast<bf16*>(dense_act_.get()), s);
+      stage("dense silu");
+      linear(cublas_, as_bf16(l.dense_down), H, I, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get(), s);
+      stage("dense down");
+      pending = {.dense = delta_.get()};
+    }
+  }
+  add_rms_norm(x_.get(), pending, w_.final_norm.get(), eps, H, output_rows(), outputs, false, xn, s);
+  stage("final norm");
+  linear(cublas_, reinterpret_cast<const bf16*>(w_.output_matrix()), c_.vocab_size, H, xn, outputs, logits_.get(), s);
+  stage("LM head");
+  argmax_rows(logits_.get(), outputs, c_.vocab_size, vocab_out_, argmax_.get(), s);
+  stage("argmax");
+}
+
+void CudaModel::validate(const PassRequest& r) const {
+  const size_t rows = r.tokens.size();
+  if (rows == 0 || rows > size_t(max_rows_)) throw GpuError("pass: row count outside 1..max_rows");
+  if (r.positions.size() != rows || r.table_of.size() != rows) throw GpuError("pass: tokens/positions/table_of differ in size");
+  if (r.tables.size() > size_t(options_.max_sequences)) throw GpuError("pass: more block tables than max_sequences");
+  if (r.output_rows.empty() || r.output_rows.size() > rows) throw GpuError("pass: output row count outside 1..rows");
+  for (size_t i = 0; i < rows; ++i) {
+    if (r.tokens[i] < 0 || r.tokens[i] >= c_.vocab_size) throw GpuError("pass: token id outside the vocabulary");
+    if (r.table_of[i] < 0 || size_t(r.table_of[i]) >= r.tables.size()) throw GpuError("pass: bad table index");
+    const size_t covered = r.tables[r.table_of[i]].size() * options_.kv_block_size;
+    if (r.positions[i] < 0 || size_t(r.positions[i]) >= covered || r.positions[i] >= info_.max_context)
+      throw GpuError("pass: position outside the sequence's KV blocks or max_context");
+  }
+  for (const auto& t : r.tables)
+    if (t.size() > size_t(max_blocks_per_table_)) throw GpuError("pass: block table longer than max_context allows");
+  for (int32_t o : r.output_rows)
+    if (o < 0 || size_t(o) >= rows) throw GpuError("pass: output row outside the pass");
+}
+
+// A pure decode step (every row an output, in order) of a size some graph covers: the smallest
+// such bucket; else 0.
+int CudaModel::graph_bucket(const PassRequest& r) const {
+  const int rows = static_cast<int>(r.tokens.size());
+  if (r.output_rows.size() != r.tokens.size()) return 0;
+  for (int i = 0; i < rows; ++i)
+    if (r.output_rows[i] != i) return 0;
+  int best = 0;
+  for (int b : options_.graph_batch_sizes)
+    if (b >= rows && b <= max_rows_ && (best == 0 || b < best)) best = b;
+  return best;
+}
+
+void CudaModel::replay(int bucket) {
+  auto it = graphs_.find(bucket);
+  if (it == graphs_.end()) {
+    cudaGraph_t graph;
+    ULTRASERVE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      forward(bucket, bucket);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      throw;
+    }
+    ULTRASERVE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec;
+    ULTRASERVE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaGraphDestroy(graph);
+    it = graphs_.emplace(bucket, exec).first;
+  }
+  ULTRASERVE_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+}
+
+CudaModel::Shape CudaModel::upload(const PassRequest& r) {
+  validate(r);
+  ULTRASERVE_CUDA_CHECK(cudaSetDevice(options_.device));
+  const int rows = static_cast<int>(r.tokens.size());
+  const int bucket = graph_bucket(r);
+  const Shape shape{bucket, bucket ? bucket : rows, bucket ? bucket : static_cast<int>(r.output_rows.size())};
+
+  // Metadata, padded: spare rows decode token 0 at position 0 into the spare block.
+  int32_t* m = meta_host_->get();
+  for (int i = 0; i < shape.rows; ++i) {
+    const bool real = i < rows;
+    m[i] = real ? r.tokens[i] : 0;
+    m[max_rows_ + i] = real ? r.positions[i] : 0;
+    m[2 * max_rows_ + i] = real ? r.table_of[i] : options_.max_sequences;
+  }
+  for (int i = 0; i < shape.outputs; ++i) m[3 * max_rows_ + i] = i < int(r.output_rows.size()) ? r.output_rows[i] : i;
+  int32_t* t = m + 4 * max_rows_;
+  for (size_t s = 0; s < r.tables.size(); ++s)
+    std::copy(r.tables[s].begin(), r.tables[s].end(), t + s * max_blocks_per_table_);
+  ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), m, (4 * size_t(max_rows_) + r.tables.size() * max_blocks_per_table_) *
+                                                            sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, stream_));
+  return shape;
+}
+
+PassResult CudaModel::run(const PassRequest& r) {
+  const Shape shape = upload(r);
+  if (shape.bucket)
+    replay(shape.bucket);
+  else
+    forward(shape.rows, shape.outputs);
+
+  PassResult result;
+  const size_t wanted = r.output_rows.size();
+  ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(argmax_host_->get(), argmax_.get(), wanted * sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, stream_));
+  if (r.want_logits) {
+    result.logits.resize(wanted * c_.vocab_size);
+    ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(result.logits.data(), logits_.get(), result.logits.size() * sizeof(float),
+                                          cudaMemcpyDeviceToHost, stream_));
+  }
+  ULTRASERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  result.argmax.assign(argmax_host_->get(), argmax_host_->get() + wanted);
+  return result;
+}
+
+void CudaModel::stage(const char* name) {
+  if (!stage_marks_) return;
+  cudaEvent_t e;
+  ULTRASERVE_CUDA_CHECK(cudaEventCreate(&e));
+  ULTRASERVE_CUDA_CHECK(cudaEventRecord(e, stream_));
+  stage_marks_->push_back({name, e});
+}
+
+// The pass launched kernel by kernel (no graph), an event after each stage; the time between
+// consecutive events is the stage's. Programmatic launch overlap blurs the edges slightly.
+std::vector<StageTime> CudaModel::stage_times(const PassRequest& r, int repeats) {
+  std::vector<StageTime> totals;
+  for (int i = 0; i < repeats; ++i) {
+    const Shape shape = upload(r);
+    std::vector<std::pair<const char*, cudaEvent_t>> marks;
+    stage_marks_ = &marks;
+    stage("start");
+    forward(shape.rows, shape.outputs);
+    stage_marks_ = nullptr;
+    ULTRASERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t m = 1; m < marks.size(); ++m) {
+      float ms = 0;
+      ULTRASERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, marks[m - 1].second, marks[m].second));
+      auto it = std::find_if(totals.begin(), totals.end(), [&](const StageTime& t) { return t.stage == marks[m].first; });
+      if (it == totals.end()) it = totals.insert(totals.end(), {marks[m].first, 0.0, 0});
+      it->seconds += ms * 1e-3 / repeats;
+      it->calls += i == 0;
+    }
+    for (auto& [name, e] : marks) cudaEventDestroy(e);
+  }
+  return totals;
+}
+
+size_t CudaModel::decode_bytes(int context) const {
+  const size_t bf = 2, H = c_.hidden_size;
+  size_t bytes = H * bf + size_t(c_.vocab_size) * H * bf;  // embedding row, LM head
+  const size_t expert_bytes =
+      w_.experts == ExpertFormat::mxfp4 ? 3 * H * c_.moe_intermediate_size * 17 / 32  // 4-bit values + 1 scale per 32
+                                        : 3 * H * c_.moe_intermediate_size * bf;
+  for (const DeviceLayerWeights& l : w_.layers) {
+    bytes += l.qkv.bytes() + l.o.bytes() + 2 * size_t(context) * c_.kv_dim() * bf;
+    bytes += l.moe ? l.router.bytes() + size_t(c_.num_experts_per_tok) * expert_bytes
+                   : l.dense_gate_up.bytes() + l.dense_down.bytes();
+  }
+  return bytes;
+}
+
+GpuModelOptions checked(GpuModelOptions o) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) throw GpuError("no CUDA device");
+  if (o.device < 0 || o.device >= count) throw GpuError("no CUDA device " + std::to_string(o.device));
+  ULTRASERVE_CUDA_CHECK(cudaSetDevice(o.device));
+  return o;
+}
+
+}  // namespace
+
+std::unique_ptr<GpuModel> GpuModel::load(const ModelConfig& config, const ModelWeights& weights,
+                                         const GpuModelOptions& options) {
+  const GpuModelOptions o = checked(options);
+  return std::make_unique<CudaModel>(config, upload_weights(config, weights, o.experts), o);
+}
+
+std::unique_ptr<GpuModel> GpuModel::random(const ModelConfig& config, uint64_t seed, const GpuModelOptions& options) {
+  const GpuModelOptions o = checked(options);
+  return std::make_unique<CudaModel>(config, random_device_weights(config, o.experts, seed), o);
+}
+
+}  // namespace ultraserve::gpu

@@ -1,0 +1,81 @@
+#pragma once
+// The model on one GPU: weights, paged KV memory, CUDA streams, and the forward pass.
+// Plain C++ so that g++-built code (the worker, tools, tests) can use it; in a build without
+// CUDA, load() and random() throw GpuError.
+//
+// A pass runs any mix of rows: decode tokens, prefill chunks, speculative blocks. Each row is a
+// token at a position of some sequence, whose KV blocks (allocated by the caller from a
+// KvBlockPool of kv_blocks() blocks) are named by a block table. Pure decode passes of up to
+// the largest graph size replay a CUDA graph captured per batch-size bucket: no launch gaps,
+// and no host synchronisation except reading the sampled tokens.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gpu/expert_format.h"
+#include "model/model_config.h"
+#include "model/weights.h"
+
+namespace ultraserve::gpu {
+
+struct GpuModelOptions {
+  int device = 0;
+  ExpertFormat experts = ExpertFormat::mxfp4;  // falls back to bf16 where shapes rule MXFP4 out
+  int kv_block_size = 16;
+  int kv_blocks = 0;             // 0: as many as fit in memory_fraction of what the weights leave free
+  double memory_fraction = 0.9;  // of the device's free memory after weights and scratch
+  int max_rows = 512;            // token rows one pass may carry
+  int max_context = 0;           // longest sequence; 0: config.max_position_embeddings
+  int max_sequences = 256;       // block tables one pass may carry
+  std::vector<int> graph_batch_sizes = {1, 2, 4, 8, 16, 32, 64, 128};  // empty: no graphs
+  int sampleable_vocab = 0;      // argmax over the first ids only; 0: the whole vocabulary
+};
+
+struct PassRequest {
+  std::vector<int32_t> tokens, positions, table_of;  // one per row
+  std::vector<std::span<const int32_t>> tables;      // block tables, indexed by table_of
+  std::vector<int32_t> output_rows;                  // rows whose next-token logits are wanted
+  bool want_logits = false;                          // copy those logits to the host too
+};
+
+struct PassResult {
+  std::vector<int32_t> argmax;  // per output row
+  std::vector<float> logits;    // [output rows, vocab] when want_logits
+};
+
+// Device time of one stage of a pass (e.g. "attention"), summed over the layers.
+struct StageTime {
+  std::string stage;
+  double seconds = 0;  // per pass
+  int calls = 0;       // launches per pass
+};
+
+struct GpuModelInfo {
+  std::string device_name;
+  ExpertFormat experts = ExpertFormat::bf16;
+  size_t weight_bytes = 0, kv_bytes = 0;
+  int vocab_size = 0, kv_blocks = 0, kv_block_size = 0, max_rows = 0, max_context = 0;
+};
+
+class GpuModel {
+ public:
+  static std::unique_ptr<GpuModel> load(const ModelConfig& config, const ModelWeights& weights,
+                                        const GpuModelOptions& options);
+  // Random weights generated on the device (benchmarks of shapes with no checkpoint).
+  static std::unique_ptr<GpuModel> random(const ModelConfig& config, uint64_t seed, const GpuModelOptions& options);
+
+  virtual ~GpuModel() = default;
+  virtual PassResult run(const PassRequest& request) = 0;
+  // Where the time of a pass goes: `request` run `repeats` times without graphs, timed stage by
+  // stage with device events (benchmarks and tuning; the KV writes of the pass happen).
+  virtual std::vector<StageTime> stage_times(const PassRequest& request, int repeats) = 0;
+  virtual const GpuModelInfo& info() const = 0;
+  // Bytes of weights and KV a batch-1 decode step at `context` positions must read: the
+  // numerator of the roofline (random routing touches top_k experts per MoE layer).
+  virtual size_t decode_bytes(int context) const = 0;
+};
+
+}  // namespace ultraserve::gpu

@@ -1,0 +1,114 @@
+#pragma once
+// The kernels of one forward pass, as host-side launchers. Conventions: activations that feed
+// a matrix product are bf16 (the weights' type, as in transformers' bf16 inference); the
+// residual stream, matrix outputs, attention scores and norms are fp32. Every launcher takes the
+// row count it is to process; a pass replayed from a CUDA graph passes its padded bucket size.
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gpu/expert_format.h"
+
+namespace ultraserve::gpu {
+
+using bf16 = __nv_bfloat16;
+
+// ---- norm.cu ---------------------------------------------------------------------------------
+// x[r] = embed[tokens[r]] (fp32).
+void embed_tokens(const bf16* table, const int32_t* tokens, int rows, int hidden, float* x, cudaStream_t s);
+
+// What the residual stream receives before a norm: nothing, one fp32 row per token (attention
+// output, dense MLP), or the routing-weighted sum of each token's expert outputs.
+struct ResidualDelta {
+  const float* dense = nullptr;          // [rows, hidden]
+  const float* expert_out = nullptr;     // [rows * top_k, hidden], pair p = row * top_k + j
+  const float* expert_weight = nullptr;  // [rows * top_k]
+  int top_k = 0;
+};
+// For output row i (input row r = row_map ? row_map[i] : i): x[r] += delta (stored back when
+// store_residual), out[i] = rms_norm(x[r]) * weight, as bf16.
+void add_rms_norm(float* x, ResidualDelta delta, const float* weight, float eps, int hidden, const int32_t* row_map,
+                  int out_rows, bool store_residual, bf16* out, cudaStream_t s);
+
+// out[r, i] = silu(gate_up[r, i]) * gate_up[r, width + i], as bf16.
+void silu_mul(const float* gate_up, int rows, int width, bf16* out, cudaStream_t s);
+
+// ---- linear.cu -------------------------------------------------------------------------------
+// y[rows, n] = x[rows, k] * w[n, k]^T with fp32 accumulation: our GEMV for a few rows (reads
+// the weights once at full bandwidth), cuBLAS beyond.
+void linear(cublasHandle_t cublas, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s);
+
+// ---- attention.cu ----------------------------------------------------------------------------
+struct KvLayout {
+  bf16* cache;             // [blocks][layers][2][block_size][kv_heads * head_dim]
+  const int32_t* tables;   // [table][max_blocks_per_table]
+  int max_blocks_per_table, block_size, layers;
+};
+struct AttentionRows {
+  const int32_t* positions;  // [rows]
+  const int32_t* table_of;   // [rows] which block table the row's sequence uses
+  int rows;
+};
+struct HeadShape {
+  int q_heads, kv_heads, head_dim;
+};
+// From the fused q|k|v projection rows: q and k get their per-head RMS norm and RoPE; q goes
+// to `q_out` (fp32), k and v into the paged cache at the row's position.
+void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_norm, float eps,
+                        const float* inv_freq, HeadShape h, AttentionRows rows, KvLayout kv, int layer, float* q_out,
+                        cudaStream_t s);
+// Causal attention of each row over its sequence's positions 0..position, read from the paged
+// cache (decode, prefill chunks and speculative verification alike). `splits` cuts each row's
+// context into that many parts run in parallel (flash-decoding); scratch holds their partials.
+struct AttentionScratch {
+  float* partial;  // [rows][kv_heads][splits][group][head_dim + 2]
+  int splits;
+};
+void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, int layer,
+                     AttentionScratch scratch, bf16* out, cudaStream_t s);
+// How many parts to cut contexts into for `rows` rows: enough blocks to fill the device.
+int attention_splits(int rows, int kv_heads, int multiprocessors, int max_splits);
+// Floats of AttentionScratch::partial that `rows` rows with `splits` splits need.
+size_t attention_scratch_floats(int rows, HeadShape h, int splits);
+
+// ---- moe.cu ----------------------------------------------------------------------------------
+struct Routing {
+  int32_t* expert_of_pair;  // [rows * top_k]
+  float* weight_of_pair;    // [rows * top_k]
+  int32_t* pairs_by_expert; // [rows * top_k] pair indices grouped by expert
+  int32_t* active;          // [1 + num_experts]: count of used experts, then their ids
+  int32_t* expert_begin;    // [num_experts + 1] offsets into pairs_by_expert
+};
+// Softmax over the router logits, top-k (renormalised when norm_topk), and the grouping of
+// (token, expert) pairs by expert. One block: the routing of a step is small.
+void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, bool norm_topk, Routing r,
+                  cudaStream_t s);
+
+// ExpertFormat: gpu/expert_format.h
+struct ExpertWeights {  // every expert of one layer, expert-major
+  ExpertFormat format;
+  const uint8_t* gate_up;         // [E][2 * width][hidden]: gate rows, then up rows
+  const uint8_t* gate_up_scales;  // mxfp4 only: [E][2 * width][hidden / 32]
+  const uint8_t* down;            // [E][hidden][width]
+  const uint8_t* down_scales;     // mxfp4 only: [E][hidden][width / 32]
+  int num_experts, hidden, width;
+};
+// act[p] = silu(gate_e(x[row(p)])) * up_e(x[row(p)]) for each pair p routed to expert e.
+void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, float* act,
+                     cudaStream_t s);
+// out[p] = down_e(act[p]) (unweighted; add_rms_norm applies the routing weights).
+void experts_down(const ExpertWeights& w, const float* act, Routing r, int max_active, float* out, cudaStream_t s);
+
+// ---- sampling.cu -----------------------------------------------------------------------------
+// tokens[r] = argmax over the first `vocab` entries of logits[r] (lowest id on ties).
+void argmax_rows(const float* logits, int rows, int stride, int vocab, int32_t* tokens, cudaStream_t s);
+
+// ---- random_fill.cu --------------------------------------------------------------------------
+// Seeded, reproducible random weights made on the device (benchmark shapes need no file).
+void fill_uniform_bf16(bf16* out, size_t count, float scale, uint64_t seed, cudaStream_t s);
+void fill_random_bytes(uint8_t* out, size_t count, uint64_t seed, cudaStream_t s);
+
+}  // namespace ultraserve::gpu

@@ -1,0 +1,104 @@
+// Host weights -> device: bf16 conversion, q|k|v and gate|up fusion, expert quantisation.
+
+#include <cmath>
+#include <cstring>
+
+#include "gpu/device_weights.h"
+#include "model/mxfp4.h"
+
+namespace ultraserve::gpu {
+namespace {
+
+uint16_t to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if (std::isnan(f)) return 0x7fc0;
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <typename T>
+DeviceBuffer<T> to_device(const std::vector<T>& host, size_t& bytes) {
+  DeviceBuffer<T> d(host.size());
+  ULTRASERVE_CUDA_CHECK(cudaMemcpy(d.get(), host.data(), d.bytes(), cudaMemcpyHostToDevice));
+  bytes += d.bytes();
+  return d;
+}
+
+// Row-wise concatenation of matrices with equal column counts, as bf16.
+DeviceBuffer<uint16_t> stacked_bf16(std::initializer_list<const Matrix*> parts, size_t& bytes) {
+  std::vector<uint16_t> host;
+  for (const Matrix* m : parts)
+    for (float v : m->data) host.push_back(to_bf16(v));
+  return to_device(host, bytes);
+}
+
+// Every expert of a layer, expert-major; for gate/up, each expert's gate rows then its up rows.
+struct ExpertBytes {
+  std::vector<uint8_t> values, scales;
+  void append(const Matrix& m, ExpertFormat format) {
+    if (format == ExpertFormat::mxfp4) {
+      const Mxfp4Matrix q = quantize_mxfp4(m.data, m.rows, m.cols);
+      values.insert(values.end(), q.blocks.begin(), q.blocks.end());
+      scales.insert(scales.end(), q.scales.begin(), q.scales.end());
+    } else {
+      for (float v : m.data) {
+        const uint16_t b = to_bf16(v);
+        values.push_back(static_cast<uint8_t>(b & 0xff));
+        values.push_back(static_cast<uint8_t>(b >> 8));
+      }
+    }
+  }
+};
+
+}  // namespace
+
+ExpertFormat usable_expert_format(const ModelConfig& config, ExpertFormat wanted) {
+  const bool fits = config.hidden_size % kMxBlock == 0 && config.moe_intermediate_size % kMxBlock == 0;
+  return wanted == ExpertFormat::mxfp4 && fits ? ExpertFormat::mxfp4 : ExpertFormat::bf16;
+}
+
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config) {
+  std::vector<float> f(config.head_dim / 2);
+  for (int i = 0; i < config.head_dim / 2; ++i)
+    f[i] = static_cast<float>(1.0 / std::pow(config.rope_theta, static_cast<double>(2 * i) / config.head_dim));
+  return f;
+}
+
+DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights& weights, ExpertFormat experts) {
+  DeviceModelWeights d;
+  d.experts = usable_expert_format(config, experts);
+  d.embed = stacked_bf16({&weights.embed_tokens}, d.bytes);
+  if (!weights.lm_head.data.empty()) d.lm_head = stacked_bf16({&weights.lm_head}, d.bytes);
+  d.final_norm = to_device(weights.final_norm, d.bytes);
+  d.inv_freq = to_device(rope_inverse_frequencies(config), d.bytes);
+  for (const LayerWeights& L : weights.layers) {
+    DeviceLayerWeights& l = d.layers.emplace_back();
+    l.input_norm = to_device(L.input_norm, d.bytes);
+    l.post_attention_norm = to_device(L.post_attention_norm, d.bytes);
+    l.q_norm = to_device(L.q_norm, d.bytes);
+    l.k_norm = to_device(L.k_norm, d.bytes);
+    l.qkv = stacked_bf16({&L.q_proj, &L.k_proj, &L.v_proj}, d.bytes);
+    l.o = stacked_bf16({&L.o_proj}, d.bytes);
+    l.moe = L.moe;
+    if (!L.moe) {
+      l.dense_gate_up = stacked_bf16({&L.dense.gate, &L.dense.up}, d.bytes);
+      l.dense_down = stacked_bf16({&L.dense.down}, d.bytes);
+      continue;
+    }
+    l.router = stacked_bf16({&L.router}, d.bytes);
+    ExpertBytes gate_up, down;
+    for (const FeedForward& e : L.experts) {
+      gate_up.append(e.gate, d.experts);
+      gate_up.append(e.up, d.experts);
+      down.append(e.down, d.experts);
+    }
+    l.experts_gate_up = to_device(gate_up.values, d.bytes);
+    l.experts_gate_up_scales = to_device(gate_up.scales, d.bytes);
+    l.experts_down = to_device(down.values, d.bytes);
+    l.experts_down_scales = to_device(down.scales, d.bytes);
+  }
+  return d;
+}
+
+}  // namespace ultraserve::gpu
