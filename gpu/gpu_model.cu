@@ -82,9 +82,9 @@ class CudaModel final : public GpuModel {
   DeviceBuffer<int32_t> meta_;
   std::unique_ptr<PinnedBuffer<int32_t>> meta_host_, argmax_host_;
 
-  DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, act_, expert_out_, dense_gate_up_,
+  DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, expert_out_, dense_gate_up_,
       attention_partial_, logits_;
-  DeviceBuffer<uint16_t> xn_, attn_out_, dense_act_;
+  DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_;
   DeviceBuffer<int32_t> expert_of_pair_, pairs_by_expert_, active_experts_, expert_begin_, argmax_;
 
   std::map<int, cudaGraphExec_t> graphs_;
@@ -126,7 +126,7 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     pairs_by_expert_ = DeviceBuffer<int32_t>(T * k);
     active_experts_ = DeviceBuffer<int32_t>(1 + c_.num_experts);
     expert_begin_ = DeviceBuffer<int32_t>(1 + c_.num_experts);
-    act_ = DeviceBuffer<float>(T * k * c_.moe_intermediate_size);
+    act_ = DeviceBuffer<uint16_t>(T * k * c_.moe_intermediate_size);
     expert_out_ = DeviceBuffer<float>(T * k * H);
   }
   if (c_.intermediate_size) {
@@ -219,9 +219,10 @@ void CudaModel::forward(int rows, int outputs) {
       route_tokens(router_logits_.get(), rows, E, k, c_.norm_topk_prob, routing, s);
       stage("routing");
       const int max_active = std::min(E, rows * k);
-      experts_gate_up(expert_weights(l), xn, k, routing, max_active, act_.get(), s);
+      bf16* act = reinterpret_cast<bf16*>(act_.get());
+      experts_gate_up(expert_weights(l), xn, k, routing, max_active, act, s);
       stage("experts gate/up");
-      experts_down(expert_weights(l), act_.get(), routing, max_active, expert_out_.get(), s);
+      experts_down(expert_weights(l), act, routing, max_active, expert_out_.get(), s);
       stage("experts down");
       pending = {.expert_out = expert_out_.get(), .expert_weight = expert_weight_.get(), .top_k = k};
     } else {

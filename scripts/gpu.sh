@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The GPU machine, in two steps (it has no network and no Debian packages, so we build here):
 #
-#   scripts/gpu.sh pack          here: build with CUDA (sm_90a), and gather into .gpu/ the binaries,
-#                                the shared libraries they need that Ubuntu lacks, the random reference
-#                                checkpoints and the Qwen3 tokenizer.
+#   scripts/gpu.sh pack          here: build with CUDA (sm_90a), and pack into .gpu/bundle.tar.gz the
+#                                binaries, the shared libraries they need that Ubuntu lacks, the random
+#                                reference checkpoints and the Qwen3 tokenizer.
 #   scripts/gpu.sh run [--references] [PART...]
 #                                on the GPU machine (device tool: carry [".gpu"]): the parts named, or
 #                                all of them: tests (every test binary), sanitizer (compute-sanitizer
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
 #                                transformers on the GPU), cpu-bench (ours, then HF on the CPU),
-#                                serving-bench, profile (nsys kernel summary of a decode step).
+#                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys).
 #                                --references also regenerates the HF reference fixtures. Everything
 #                                lands in $OUT (run.log with the whole output).
 #
@@ -39,12 +39,16 @@ PY
       --dtype "$dtype" --shard-mb "$shard" --out "$bundle/reference-checkpoints/$name" 2>/dev/null
   done
   cp -r data/qwen3-tokenizer "$bundle"/
+  # Compressed, it travels in a third of the space (the device call carries at most 64 MiB).
+  tar -czf /tmp/ultraserve-bundle.tar.gz -C "$bundle" . && rm -rf "$bundle" && mkdir "$bundle"
+  mv /tmp/ultraserve-bundle.tar.gz "$bundle"/bundle.tar.gz
   du -sh "$bundle"
 }
 
 run() {
   local out=${OUT:-/tmp/ultraserve-out}
   mkdir -p "$out"
+  [ -f "$bundle"/bundle.tar.gz ] && tar -xzf "$bundle"/bundle.tar.gz -C "$bundle"
   export LD_LIBRARY_PATH="$PWD/$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export ULTRASERVE_SOURCE_DIR="$PWD" ULTRASERVE_BINARY_DIR="$PWD/$bundle/build"
   export NCCL_NVLS_ENABLE=0
@@ -82,8 +86,33 @@ run() {
         "$sanitizer" --tool memcheck --leak-check full --error-exitcode 3 "$bundle"/build/tests/gpu_model_test \
           --gtest_brief=1 >"$logs/memcheck.log" 2>&1 || { failed=1; echo "FAILED: memcheck"; }
         tail -5 "$logs/memcheck.log" ;;
-      gpu-bench)
-        "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --json "$out"/gpu_decode.json ;;
+      gpu-bench)  # with the SM clock sampled alongside: a latency-bound step runs at the clock it gets
+        nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw --format=csv,noheader,nounits -lms 100 >"$logs/clocks.csv" &
+        local sampler=$!
+        "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --json "$out"/gpu_decode.json
+        kill "$sampler" || true
+        sort -t, -k1 -n "$logs/clocks.csv" | awk -F, '{c[NR]=$1} END {if (NR) printf "SM clock during the bench: min %d, median %d, max %d MHz (%d samples)\n", c[1], c[int((NR+1)/2)], c[NR], NR}' ;;
+      ncu)  # hardware counters of two layers' kernels of a batch-1 decode step (Nsight Compute)
+        local ncu; ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+        if [ -z "$ncu" ]; then echo "ncu not found"; continue; fi
+        "$ncu" --clock-control none --csv --page raw --launch-skip 45 --launch-count 22 \
+          -k 'regex:gemv|qk_norm|attention_kernel|combine|add_rms|route|gate_up|down_kernel' \
+          --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,gpc__cycles_elapsed.avg.per_second,launch__grid_size \
+          "$bundle"/build/tools/gpu_decode_bench --contexts '[128]' --batches '[1]' --pass-tokens '[1]' --steps 2 \
+          >"$logs/ncu.csv" 2>"$logs/ncu.err" || { echo "ncu failed"; tail -5 "$logs/ncu.err"; }
+        python3 - "$logs/ncu.csv" <<'PY' || true
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head, units, data = rows[0], rows[1], rows[2:]
+pick = ["Kernel Name", "gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+        "sm__throughput.avg.pct_of_peak_sustained_elapsed", "gpc__cycles_elapsed.avg.per_second", "launch__grid_size"]
+idx = [head.index(p) for p in pick]
+print("| kernel | time | DRAM % | SM % | clock | grid |")
+for r in data:
+    v = [r[i] for i in idx]
+    print("| " + v[0].split("(")[0][-40:] + " | " + " | ".join(f"{x} {units[i]}".strip() for x, i in zip(v[1:], idx[1:])) + " |")
+PY
+        ;;
       hf-gpu-bench)
         python3 tools/reference/hf_gpu_decode_bench.py --config config/models/qwen3-30b-a3b.json \
           --json "$out"/hf_gpu_decode.json || failed=1 ;;

@@ -96,11 +96,12 @@ struct ExpertWeights {  // every expert of one layer, expert-major
   const uint8_t* down_scales;     // mxfp4 only: [E][hidden][width / 32]
   int num_experts, hidden, width;
 };
-// act[p] = silu(gate_e(x[row(p)])) * up_e(x[row(p)]) for each pair p routed to expert e.
-void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, float* act,
+// act[p] = silu(gate_e(x[row(p)])) * up_e(x[row(p)]) for each pair p routed to expert e (bf16,
+// the input type of the next product, as in transformers' bf16 inference).
+void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, bf16* act,
                      cudaStream_t s);
 // out[p] = down_e(act[p]) (unweighted; add_rms_norm applies the routing weights).
-void experts_down(const ExpertWeights& w, const float* act, Routing r, int max_active, float* out, cudaStream_t s);
+void experts_down(const ExpertWeights& w, const bf16* act, Routing r, int max_active, float* out, cudaStream_t s);
 
 // ---- sampling.cu -----------------------------------------------------------------------------
 // tokens[r] = argmax over the first `vocab` entries of logits[r] (lowest id on ties).

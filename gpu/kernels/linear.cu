@@ -21,7 +21,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const bf16* w
     const uint4* wrow = reinterpret_cast<const uint4*>(w + static_cast<size_t>(out) * k);
     const int chunks = k / 8;
     float acc[Rows] = {};
-#pragma unroll 4
+#pragma unroll 8  // k = 2048: every chunk of the row in flight at once
     for (int c = lane; c < chunks; c += 32) {
       float wf[8];
       bf16x8_to_float(__ldcs(wrow + c), wf);  // streamed once: keep it out of the cache

@@ -3,6 +3,8 @@
 // routed to it, so each expert's weights are read once per step however many tokens chose it.
 // Expert weights are MXFP4 (dequantised in registers) or bf16; accumulation is fp32.
 
+#include <cuda_fp16.h>
+
 #include <cfloat>
 
 #include "gpu/cuda_util.cuh"
@@ -12,14 +14,32 @@ namespace ultraserve::gpu {
 namespace {
 
 // ---- routing -------------------------------------------------------------------------------------
+// One block; a warp per row. A lane holds its experts' logits (e = lane + 32 j) in registers, so
+// the softmax and the k rounds of "best not yet picked" never go back to memory, and lane j keeps
+// pick j. Then warp 0 turns the per-expert counts into offsets and the list of active experts
+// with one warp-wide scan. (The first version scanned the experts on one thread: 13 us a layer.)
 constexpr int kRouteThreads = 256;
+constexpr int kMaxRoutedExperts = 512;
+constexpr int kExpertsPerLane = kMaxRoutedExperts / 32;
+
+__device__ __forceinline__ bool better(float v, int e, float best_v, int best_e) {
+  return v > best_v || (v == best_v && e < best_e);  // ties: the lower expert id, as torch.topk
+}
+
+__device__ __forceinline__ int warp_exclusive_scan(int v, int lane, int& total) {
+  int inclusive = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int n = __shfl_up_sync(0xffffffffu, inclusive, o);
+    if (lane >= o) inclusive += n;
+  }
+  total = __shfl_sync(0xffffffffu, inclusive, 31);
+  return inclusive - v;
+}
 
 __global__ void __launch_bounds__(kRouteThreads)
     route_kernel(const float* logits, int rows, int num_experts, int top_k, bool norm_topk, Routing r) {
-  extern __shared__ int shared[];
-  int* count = shared;                    // [E]
-  int* begin = shared + num_experts;      // [E + 1]
-  int* cursor = begin + num_experts + 1;  // [E]
+  __shared__ int count[kMaxRoutedExperts], begin[kMaxRoutedExperts], cursor[kMaxRoutedExperts];
   wait_for_previous_kernel();
   for (int e = threadIdx.x; e < num_experts; e += blockDim.x) count[e] = 0, cursor[e] = 0;
   __syncthreads();
@@ -27,54 +47,66 @@ __global__ void __launch_bounds__(kRouteThreads)
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int row = threadIdx.x / 32; row < rows; row += warps) {
     const float* x = logits + static_cast<size_t>(row) * num_experts;
+    float v[kExpertsPerLane];
     float mx = -FLT_MAX;
-    for (int e = lane; e < num_experts; e += 32) mx = fmaxf(mx, x[e]);
+#pragma unroll
+    for (int j = 0; j < kExpertsPerLane; ++j) {
+      const int e = lane + 32 * j;
+      v[j] = e < num_experts ? x[e] : -FLT_MAX;
+      mx = fmaxf(mx, v[j]);
+    }
     mx = warp_max(mx);
     float sum = 0;
-    for (int e = lane; e < num_experts; e += 32) sum += __expf(x[e] - mx);
+#pragma unroll
+    for (int j = 0; j < kExpertsPerLane; ++j)
+      if (lane + 32 * j < num_experts) sum += __expf(v[j] - mx);
     sum = warp_sum(sum);
-    // k rounds of "largest below the previous pick" (ties: lower expert id first).
-    float prev_v = FLT_MAX, picked_sum = 0, picked_p[16];
-    int prev_e = -1, picked_e[16];
-    for (int j = 0; j < top_k; ++j) {
+    float my_p = 0, picked_sum = 0;
+    int my_e = 0;
+    for (int k = 0; k < top_k; ++k) {
       float best_v = -FLT_MAX;
       int best_e = 0x7fffffff;
-      for (int e = lane; e < num_experts; e += 32) {
-        const float v = x[e];
-        const bool below_prev = v < prev_v || (v == prev_v && e > prev_e);
-        if (below_prev && (v > best_v || (v == best_v && e < best_e))) best_v = v, best_e = e;
-      }
+#pragma unroll
+      for (int j = 0; j < kExpertsPerLane; ++j)
+        if (lane + 32 * j < num_experts && better(v[j], lane + 32 * j, best_v, best_e)) best_v = v[j], best_e = lane + 32 * j;
+#pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
-        const float v = __shfl_xor_sync(0xffffffffu, best_v, o);
-        const int e = __shfl_xor_sync(0xffffffffu, best_e, o);
-        if (v > best_v || (v == best_v && e < best_e)) best_v = v, best_e = e;
+        const float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
+        const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+        if (better(ov, oe, best_v, best_e)) best_v = ov, best_e = oe;
       }
-      prev_v = best_v, prev_e = best_e;
-      picked_e[j] = best_e;
-      picked_p[j] = __expf(best_v - mx) / sum;
-      picked_sum += picked_p[j];
+      const float p = __expf(best_v - mx) / sum;
+      picked_sum += p;
+      if (lane == k) my_p = p, my_e = best_e;
+      if (lane == best_e % 32)  // its owner takes it out of the running
+#pragma unroll
+        for (int j = 0; j < kExpertsPerLane; ++j)
+          if (j == best_e / 32) v[j] = -INFINITY;
     }
-    if (lane == 0)
-      for (int j = 0; j < top_k; ++j) {
-        const int pair = row * top_k + j;
-        r.expert_of_pair[pair] = picked_e[j];
-        r.weight_of_pair[pair] = norm_topk ? picked_p[j] / picked_sum : picked_p[j];
-        atomicAdd(&count[picked_e[j]], 1);
-      }
+    if (lane < top_k) {
+      const int pair = row * top_k + lane;
+      r.expert_of_pair[pair] = my_e;
+      r.weight_of_pair[pair] = norm_topk ? my_p / picked_sum : my_p;
+      atomicAdd(&count[my_e], 1);
+    }
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int offset = 0, active = 0;
-    for (int e = 0; e < num_experts; ++e) {
+  if (threadIdx.x < 32) {  // offsets and active experts: lane l scans experts [l * per, (l + 1) * per)
+    const int per = (num_experts + 31) / 32, first = lane * per;
+    int tokens = 0, used = 0;
+    for (int e = first; e < min(first + per, num_experts); ++e) tokens += count[e], used += count[e] > 0;
+    int total_tokens, total_used;
+    int offset = warp_exclusive_scan(tokens, lane, total_tokens);
+    int slot = warp_exclusive_scan(used, lane, total_used);
+    for (int e = first; e < min(first + per, num_experts); ++e) {
       begin[e] = offset;
+      r.expert_begin[e] = offset;
       offset += count[e];
-      if (count[e]) r.active[1 + active++] = e;
+      if (count[e]) r.active[1 + slot++] = e;
     }
-    begin[num_experts] = offset;
-    r.active[0] = active;
+    if (lane == 0) r.expert_begin[num_experts] = total_tokens, r.active[0] = total_used;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e <= num_experts; e += blockDim.x) r.expert_begin[e] = begin[e];
   for (int pair = threadIdx.x; pair < rows * top_k; pair += blockDim.x) {
     const int e = r.expert_of_pair[pair];
     r.pairs_by_expert[begin[e] + atomicAdd(&cursor[e], 1)] = pair;
@@ -83,28 +115,45 @@ __global__ void __launch_bounds__(kRouteThreads)
 }
 
 // ---- weight formats ------------------------------------------------------------------------------
-// A "unit" is what one lane loads at a time: 16 bytes of weights (+ a scale for MXFP4).
+// A "unit" is what one lane loads at a time: 16 bytes of weights (+ a scale byte for MXFP4). The
+// load is split from the decode so that a lane can put all its loads in flight first.
 template <ExpertFormat F>
 struct Format;
+
+// x values i and i + 4 of an 8-value bf16 group, as floats (bf16 is the top half of an fp32).
+__device__ __forceinline__ float bf16_at(const uint4& packed, int i) {
+  const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
+  const uint32_t w = words[i / 2];
+  return __uint_as_float(i % 2 ? w & 0xffff0000u : w << 16);
+}
 
 template <>
 struct Format<ExpertFormat::mxfp4> {
   static constexpr int kValues = 32;  // one MX block
   __host__ __device__ static size_t row_bytes(int cols) { return static_cast<size_t>(cols) / 2; }
-  // E2M1 nibble -> fp32 bits: mantissa bit to bit 22, exponent bits to 23-24, sign to 31. That
-  // float is the E2M1 value times 2^-126 (e = 0 gives the subnormal 0.5 * 2^-126), so the block
-  // scale 2^(s - 127) is applied as 2^(s - 1).
-  __device__ static void decode(const uint8_t* row, const uint8_t* scales, int unit, float out[kValues]) {
-    const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(row) + unit);
-    const float scale = exp2f(static_cast<float>(scales[unit]) - 1.0f);
+  __device__ static float scale(const uint8_t* scales, int unit) {
+    return exp2f(static_cast<float>(scales[unit]) - 113.0f);  // 2^(s - 127), times the 2^14 of dot()
+  }
+  // The unit's 32 weights dotted with 32 inputs (4 groups of 8 bf16), without the block scale.
+  // Two E2M1 nibbles are widened at once, as an fp16 pair: the nibble's 3 magnitude bits go to
+  // bits 9-11 (the exponent's low two bits and the mantissa's top bit) and its sign to bit 15,
+  // which makes the half the E2M1 value times 2^-14 (e = 0 lands on the subnormal 0.5 * 2^-14, as
+  // it should). In fp32 that is a normal number, so the products are exact, and the 2^14 is in
+  // the scale: three integer ops and two conversions per pair of weights.
+  __device__ static float dot(const uint4& raw, const uint4 (&x)[4]) {
     const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+    float sum = 0;
 #pragma unroll
     for (int w = 0; w < 4; ++w)
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const uint32_t nibble = (words[w] >> (4 * n)) & 0xf;
-        out[w * 8 + n] = __uint_as_float(((nibble & 7u) << 22) | ((nibble & 8u) << 28)) * scale;
+      for (int q = 0; q < 4; ++q) {  // nibbles q and q + 4 of the word: bits 4q.. and 16 + 4q..
+        const uint32_t t = words[w] >> (4 * q);
+        const uint32_t bits = ((t << 9) & 0x0E000E00u) | ((t << 12) & 0x80008000u);
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&bits));
+        sum = fmaf(f.x, bf16_at(x[w], q), sum);
+        sum = fmaf(f.y, bf16_at(x[w], q + 4), sum);
       }
+    return sum;
   }
 };
 
@@ -112,115 +161,153 @@ template <>
 struct Format<ExpertFormat::bf16> {
   static constexpr int kValues = 8;
   __host__ __device__ static size_t row_bytes(int cols) { return static_cast<size_t>(cols) * 2; }
-  __device__ static void decode(const uint8_t* row, const uint8_t*, int unit, float out[kValues]) {
-    bf16x8_to_float(__ldcs(reinterpret_cast<const uint4*>(row) + unit), out);
+  __device__ static float scale(const uint8_t*, int) { return 1.0f; }
+  __device__ static float dot(const uint4& raw, const uint4 (&x)[1]) {
+    float sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sum = fmaf(bf16_at(raw, i), bf16_at(x[0], i), sum);
+    return sum;
   }
 };
 
-constexpr int kExpertWarps = 8;  // output rows per block
-constexpr int kTokensPerPass = 4;  // tokens sharing one read of a weight unit from registers
+constexpr int kExpertWarps = 8;
+constexpr int kTokensPerPass = 1;  // tokens sharing one load of a weight unit: more take registers that occupancy needs more
+constexpr int kUnitsInFlight = 1;  // per row and lane; 80 registers: 3 blocks an SM
 
-__device__ __forceinline__ float dot_bf16(const float* w, const bf16* x) {  // 8 values
-  float xf[8];
-  bf16x8_to_float(*reinterpret_cast<const uint4*>(x), xf);
-  float s = 0;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) s = fmaf(w[i], xf[i], s);
-  return s;
-}
-
-__device__ __forceinline__ float dot_f32(const float* w, const float* x) {  // 8 values
-  const float4 a = *reinterpret_cast<const float4*>(x), b = *reinterpret_cast<const float4*>(x + 4);
-  return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
-}
-
-// ---- gate/up -------------------------------------------------------------------------------------
-template <ExpertFormat F>
-__global__ void __launch_bounds__(kExpertWarps * 32)
-    gate_up_kernel(ExpertWeights w, const bf16* x, int top_k, Routing r, float* act) {
+// One warp: `Rows` weight rows of an expert (`units` units each) against the bf16 inputs of
+// `n` <= kTokensPerPass tokens; acc[r][t] += row r . input t. The inputs of a unit are loaded
+// once and kept in registers for all the rows, and a lane issues its weight loads for every row
+// before it uses any. (The first version re-read the inputs for each row: the L1 was the
+// bottleneck, 80% busy, and gate/up took 22-45 us a layer on the H200 with DRAM 6% busy.)
+template <ExpertFormat F, int Rows>
+__device__ __forceinline__ void dot_rows(const uint8_t* const (&rows)[Rows], const uint8_t* const (&scales)[Rows],
+                                         int units, const bf16* const (&inputs)[kTokensPerPass], int n,
+                                         float (&acc)[Rows][kTokensPerPass]) {
   using Fmt = Format<F>;
-  constexpr int V = Fmt::kValues;
-  wait_for_previous_kernel();
+  constexpr int V = Fmt::kValues, Groups = V / 8;
   const int lane = threadIdx.x % 32;
-  const int i = blockIdx.y * kExpertWarps + threadIdx.x / 32;
-  if (static_cast<int>(blockIdx.x) < r.active[0] && i < w.width) {
-    const int e = r.active[1 + blockIdx.x];
-    const size_t row_bytes = Fmt::row_bytes(w.hidden), scale_row = w.hidden / 32;
-    const size_t gate_row = static_cast<size_t>(e) * 2 * w.width + i, up_row = gate_row + w.width;
-    const uint8_t* gate = w.gate_up + gate_row * row_bytes;
-    const uint8_t* up = w.gate_up + up_row * row_bytes;
-    const uint8_t* gate_scales = w.gate_up_scales ? w.gate_up_scales + gate_row * scale_row : nullptr;
-    const uint8_t* up_scales = w.gate_up_scales ? w.gate_up_scales + up_row * scale_row : nullptr;
-    const int units = w.hidden / V;
-    for (int t0 = r.expert_begin[e]; t0 < r.expert_begin[e + 1]; t0 += kTokensPerPass) {
-      const int n = min(kTokensPerPass, r.expert_begin[e + 1] - t0);
-      int pair[kTokensPerPass];
-      float g_acc[kTokensPerPass] = {}, u_acc[kTokensPerPass] = {};
+  for (int base = lane; base < units; base += 32 * kUnitsInFlight) {
+    uint4 raw[Rows][kUnitsInFlight];
+    float scale[Rows][kUnitsInFlight];
 #pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) pair[t] = t < n ? r.pairs_by_expert[t0 + t] : 0;
-#pragma unroll 2
-      for (int u = lane; u < units; u += 32) {
-        float gw[V], uw[V];
-        Fmt::decode(gate, gate_scales, u, gw);
-        Fmt::decode(up, up_scales, u, uw);
+    for (int r = 0; r < Rows; ++r)
 #pragma unroll
-        for (int t = 0; t < kTokensPerPass; ++t) {
-          if (t >= n) break;
-          const bf16* xr = x + static_cast<size_t>(pair[t] / top_k) * w.hidden + u * V;
-#pragma unroll
-          for (int c = 0; c < V; c += 8) {
-            g_acc[t] += dot_bf16(gw + c, xr + c);
-            u_acc[t] += dot_bf16(uw + c, xr + c);
-          }
+      for (int j = 0; j < kUnitsInFlight; ++j) {
+        const int u = base + 32 * j;
+        if (u < units) {
+          raw[r][j] = __ldcs(reinterpret_cast<const uint4*>(rows[r]) + u);  // streamed once
+          scale[r][j] = Fmt::scale(scales[r], u);
         }
       }
 #pragma unroll
+    for (int j = 0; j < kUnitsInFlight; ++j) {
+      const int u = base + 32 * j;
+      if (u >= units) continue;
+#pragma unroll
       for (int t = 0; t < kTokensPerPass; ++t) {
-        const float g = warp_sum(g_acc[t]), u = warp_sum(u_acc[t]);
-        if (lane == 0 && t < n) act[static_cast<size_t>(pair[t]) * w.width + i] = g / (1.0f + __expf(-g)) * u;
+        if (t >= n) break;
+        uint4 x[Groups];
+#pragma unroll
+        for (int g = 0; g < Groups; ++g) x[g] = reinterpret_cast<const uint4*>(inputs[t] + static_cast<size_t>(u) * V)[g];
+#pragma unroll
+        for (int r = 0; r < Rows; ++r) acc[r][t] = fmaf(scale[r][j], Fmt::dot(raw[r][j], x), acc[r][t]);
       }
+    }
+  }
+}
+
+// The expert of this block (blockIdx.x-th active one), or -1 when fewer are active.
+__device__ __forceinline__ int block_expert(const Routing& r) {
+  return static_cast<int>(blockIdx.x) < r.active[0] ? r.active[1 + blockIdx.x] : -1;
+}
+
+// ---- gate/up -------------------------------------------------------------------------------------
+constexpr int kGateUpOutputsPerWarp = 2;  // each a gate row and an up row
+
+template <ExpertFormat F>
+__global__ void __launch_bounds__(kExpertWarps * 32)
+    gate_up_kernel(ExpertWeights w, const bf16* x, int top_k, Routing r, bf16* act) {
+  using Fmt = Format<F>;
+  constexpr int Outs = kGateUpOutputsPerWarp, Rows = 2 * Outs;
+  wait_for_previous_kernel();
+  const int lane = threadIdx.x % 32;
+  const int first = (blockIdx.y * kExpertWarps + threadIdx.x / 32) * Outs;
+  const int e = block_expert(r);
+  if (e >= 0 && first < w.width) {
+    const size_t row_bytes = Fmt::row_bytes(w.hidden), scale_row = w.hidden / 32;
+    const uint8_t* rows[Rows];
+    const uint8_t* scales[Rows];
+#pragma unroll
+    for (int k = 0; k < Rows; ++k) {  // gate rows first, then up rows; past the width: repeat the last
+      const int i = min(first + k % Outs, w.width - 1);
+      const size_t row = static_cast<size_t>(e) * 2 * w.width + i + (k < Outs ? 0 : w.width);
+      rows[k] = w.gate_up + row * row_bytes;
+      scales[k] = w.gate_up_scales ? w.gate_up_scales + row * scale_row : nullptr;
+    }
+    for (int t0 = r.expert_begin[e]; t0 < r.expert_begin[e + 1]; t0 += kTokensPerPass) {
+      const int n = min(kTokensPerPass, r.expert_begin[e + 1] - t0);
+      int pair[kTokensPerPass];
+      const bf16* inputs[kTokensPerPass];
+#pragma unroll
+      for (int t = 0; t < kTokensPerPass; ++t) {
+        pair[t] = t < n ? r.pairs_by_expert[t0 + t] : 0;
+        inputs[t] = x + static_cast<size_t>(pair[t] / top_k) * w.hidden;
+      }
+      float acc[Rows][kTokensPerPass] = {};
+      dot_rows<F, Rows>(rows, scales, w.hidden / Fmt::kValues, inputs, n, acc);
+#pragma unroll
+      for (int o = 0; o < Outs; ++o)
+#pragma unroll
+        for (int t = 0; t < kTokensPerPass; ++t) {
+          const float g = warp_sum(acc[o][t]), u = warp_sum(acc[Outs + o][t]);
+          if (lane == 0 && t < n && first + o < w.width)
+            act[static_cast<size_t>(pair[t]) * w.width + first + o] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+        }
     }
   }
   allow_next_kernel();
 }
 
 // ---- down ----------------------------------------------------------------------------------------
+constexpr int kDownRowsPerWarp = 4;
+
 template <ExpertFormat F>
 __global__ void __launch_bounds__(kExpertWarps * 32)
-    down_kernel(ExpertWeights w, const float* act, Routing r, float* out) {
+    down_kernel(ExpertWeights w, const bf16* act, Routing r, float* out) {
   using Fmt = Format<F>;
-  constexpr int V = Fmt::kValues;
+  constexpr int Rows = kDownRowsPerWarp;
   wait_for_previous_kernel();
   const int lane = threadIdx.x % 32;
-  const int o = blockIdx.y * kExpertWarps + threadIdx.x / 32;
-  if (static_cast<int>(blockIdx.x) < r.active[0] && o < w.hidden) {
-    const int e = r.active[1 + blockIdx.x];
-    const size_t row = static_cast<size_t>(e) * w.hidden + o;
-    const uint8_t* weights = w.down + row * Fmt::row_bytes(w.width);
-    const uint8_t* scales = w.down_scales ? w.down_scales + row * (w.width / 32) : nullptr;
-    const int units = w.width / V;
+  const int first = (blockIdx.y * kExpertWarps + threadIdx.x / 32) * Rows;
+  const int e = block_expert(r);
+  if (e >= 0 && first < w.hidden) {
+    const size_t row_bytes = Fmt::row_bytes(w.width), scale_row = w.width / 32;
+    const uint8_t* rows[Rows];
+    const uint8_t* scales[Rows];
+#pragma unroll
+    for (int k = 0; k < Rows; ++k) {
+      const size_t row = static_cast<size_t>(e) * w.hidden + min(first + k, w.hidden - 1);
+      rows[k] = w.down + row * row_bytes;
+      scales[k] = w.down_scales ? w.down_scales + row * scale_row : nullptr;
+    }
     for (int t0 = r.expert_begin[e]; t0 < r.expert_begin[e + 1]; t0 += kTokensPerPass) {
       const int n = min(kTokensPerPass, r.expert_begin[e + 1] - t0);
       int pair[kTokensPerPass];
-      float acc[kTokensPerPass] = {};
-#pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) pair[t] = t < n ? r.pairs_by_expert[t0 + t] : 0;
-      for (int u = lane; u < units; u += 32) {
-        float wv[V];
-        Fmt::decode(weights, scales, u, wv);
-#pragma unroll
-        for (int t = 0; t < kTokensPerPass; ++t) {
-          if (t >= n) break;
-          const float* a = act + static_cast<size_t>(pair[t]) * w.width + u * V;
-#pragma unroll
-          for (int c = 0; c < V; c += 8) acc[t] += dot_f32(wv + c, a + c);
-        }
-      }
+      const bf16* inputs[kTokensPerPass];
 #pragma unroll
       for (int t = 0; t < kTokensPerPass; ++t) {
-        const float v = warp_sum(acc[t]);
-        if (lane == 0 && t < n) out[static_cast<size_t>(pair[t]) * w.hidden + o] = v;
+        pair[t] = t < n ? r.pairs_by_expert[t0 + t] : 0;
+        inputs[t] = act + static_cast<size_t>(pair[t]) * w.width;
       }
+      float acc[Rows][kTokensPerPass] = {};
+      dot_rows<F, Rows>(rows, scales, w.width / Fmt::kValues, inputs, n, acc);
+#pragma unroll
+      for (int k = 0; k < Rows; ++k)
+#pragma unroll
+        for (int t = 0; t < kTokensPerPass; ++t) {
+          const float v = warp_sum(acc[k][t]);
+          if (lane == 0 && t < n && first + k < w.hidden) out[static_cast<size_t>(pair[t]) * w.hidden + first + k] = v;
+        }
     }
   }
   allow_next_kernel();
@@ -236,24 +323,26 @@ void check_shape(const ExpertWeights& w) {
 
 void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, bool norm_topk, Routing r,
                   cudaStream_t s) {
-  if (top_k > 16) throw GpuError("route_tokens: top_k above 16");
-  const size_t shared = (3 * static_cast<size_t>(num_experts) + 1) * sizeof(int);
-  launch(route_kernel, 1, kRouteThreads, shared, s, router_logits, rows, num_experts, top_k, norm_topk, r);
+  if (top_k > 32 || top_k > num_experts) throw GpuError("route_tokens: top_k above 32 or above the expert count");
+  if (num_experts > kMaxRoutedExperts) throw GpuError("route_tokens: more than " + std::to_string(kMaxRoutedExperts) + " experts");
+  launch(route_kernel, 1, kRouteThreads, 0, s, router_logits, rows, num_experts, top_k, norm_topk, r);
 }
 
-void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, float* act,
+void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, bf16* act,
                      cudaStream_t s) {
   check_shape(w);
-  const dim3 grid(max_active, (w.width + kExpertWarps - 1) / kExpertWarps);
+  const int per_block = kExpertWarps * kGateUpOutputsPerWarp;
+  const dim3 grid(max_active, (w.width + per_block - 1) / per_block);
   if (w.format == ExpertFormat::mxfp4)
     launch(gate_up_kernel<ExpertFormat::mxfp4>, grid, kExpertWarps * 32, 0, s, w, x, top_k, r, act);
   else
     launch(gate_up_kernel<ExpertFormat::bf16>, grid, kExpertWarps * 32, 0, s, w, x, top_k, r, act);
 }
 
-void experts_down(const ExpertWeights& w, const float* act, Routing r, int max_active, float* out, cudaStream_t s) {
+void experts_down(const ExpertWeights& w, const bf16* act, Routing r, int max_active, float* out, cudaStream_t s) {
   check_shape(w);
-  const dim3 grid(max_active, (w.hidden + kExpertWarps - 1) / kExpertWarps);
+  const int per_block = kExpertWarps * kDownRowsPerWarp;
+  const dim3 grid(max_active, (w.hidden + per_block - 1) / per_block);
   if (w.format == ExpertFormat::mxfp4)
     launch(down_kernel<ExpertFormat::mxfp4>, grid, kExpertWarps * 32, 0, s, w, act, r, out);
   else
