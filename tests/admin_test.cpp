@@ -55,33 +55,9 @@ class AdminTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new testing::ScratchDir;
-    model_ = make_endless_model(*dir_);
+    model_ = testing::make_endless_checkpoint(*dir_);
   }
   static void TearDownTestSuite() { delete dir_; }
-
-  // The test model with a long context whose stop tokens can never be sampled: the config's
-  // end-of-sequence id (300) lies past the tokenizer's 259 tokens, and the tokenizer's special
-  // tokens are renamed so that none is taken for a stop token.
-  static std::filesystem::path make_endless_model(const testing::ScratchDir& dir) {
-    std::string config = testing::read_file(testing::fixture("configs/moe_topk2_norm.json"));
-    for (auto [from, to] : {std::pair{"\"max_position_embeddings\": 256", "\"max_position_embeddings\": 65536"},
-                            {"\"eos_token_id\": 256", "\"eos_token_id\": 300"}}) {
-      const size_t at = config.find(from);
-      if (at == std::string::npos) throw std::runtime_error(std::string("fixture lacks ") + from);
-      config.replace(at, std::string(from).size(), to);
-    }
-    testing::write_file(dir / "endless.json", config);
-    RandomCheckpointOptions o;
-    o.config_json = dir / "endless.json";
-    o.out_dir = dir / "endless";
-    o.seed = 3;
-    write_random_checkpoint(o);
-    std::string tokenizer = testing::read_file(o.out_dir / "tokenizer.json");
-    for (const std::string name : {"<|endoftext|>", "<|im_end|>"})
-      tokenizer.replace(tokenizer.find(name), name.size(), "<|renamed_" + name.substr(2));
-    testing::write_file(o.out_dir / "tokenizer.json", tokenizer);
-    return o.out_dir;
-  }
 
   void SetUp() override { start_server({}); }
 

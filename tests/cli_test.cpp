@@ -7,8 +7,11 @@
 #include <unistd.h>
 
 #include <array>
+#include <csignal>
 #include <cstdio>
+#include <functional>
 
+#include "tests/child_process.h"
 #include "tests/test_support.h"
 
 namespace ultraserve {
@@ -58,6 +61,48 @@ TEST(Cli, UsageErrorsExitWithTwoAndSayWhy) {
 TEST(Cli, RuntimeErrorsExitWithOneAndNameTheFile) {
   EXPECT_RUN(ultraserve("generate --model /nonexistent/model --prompt hi"), 1, "/nonexistent/model");
   EXPECT_RUN(ultraserve("make-checkpoint --config /nonexistent.json --out /tmp/x"), 1, "/nonexistent.json");
+}
+
+TEST(Cli, BrokenModelDirectoriesExitWithOneAndNameTheFile) {
+  // What a user meets with a damaged checkpoint: exit 1 and an error naming the damaged file
+  // and the problem (checkpoint_test and safetensors_test cover each message in detail).
+  namespace fs = std::filesystem;
+  struct Case {
+    const char* what;
+    const char* file;     // the damaged file, which the message must name
+    const char* problem;  // what the message must say about it
+    std::function<void(const fs::path& model)> damage;
+  };
+  const std::vector<Case> cases{
+      {"missing config.json", "config.json", "cannot open", [](const fs::path& m) { fs::remove(m / "config.json"); }},
+      {"malformed config.json", "config.json", "malformed JSON",
+       [](const fs::path& m) { testing::write_file(m / "config.json", R"({"model_type": )"); }},
+      {"truncated safetensors header", "model.safetensors", "truncated",
+       [](const fs::path& m) {
+         testing::write_file(m / "model.safetensors", testing::read_file(m / "model.safetensors").substr(0, 20));
+       }},
+      {"unknown dtype", "model.safetensors", "unsupported dtype 'BF17'",
+       [](const fs::path& m) {
+         // Same length, so the header's size and every offset stay right: only the dtype is wrong.
+         std::string weights = testing::read_file(m / "model.safetensors");
+         weights.replace(weights.find(R"("BF16")"), 6, R"("BF17")");
+         testing::write_file(m / "model.safetensors", weights);
+       }},
+      {"tokenizer.json of another type", "tokenizer.json", "another type",
+       [](const fs::path& m) {
+         testing::write_file(m / "tokenizer.json", R"({"model":{"type":"WordPiece","vocab":{"a":0}}})");
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    testing::ScratchDir dir;
+    const fs::path model = testing::make_checkpoint(dir, "dense_qwen3.json");
+    c.damage(model);
+    CliRun r = ultraserve("generate --model " + model.string() + " --prompt hi --max-tokens 1");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find((model / c.file).string()), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(c.problem), std::string::npos) << r.output;
+  }
 }
 
 TEST(Cli, MakeCheckpointThenGenerateWithBothOptionSpellings) {
@@ -130,6 +175,23 @@ TEST(Cli, ServeRefusesBadSettingsAtStartUp) {
   EXPECT_RUN(ultraserve("serve --model " + model + " --port " + std::to_string(ntohs(addr.sin_port))), 1,
              std::to_string(ntohs(addr.sin_port)));
   close(fd);
+}
+
+TEST(Cli, ServeStartsWithTheShippedConfigFile) {
+  // config/ultraserve.conf is documented as the list of every key with its default: every key
+  // in it must still exist and have the right type, or start-up stops. The command line only
+  // moves the ports out of the way (and keeps the KV cache small); it wins over the file.
+  testing::ScratchDir dir;
+  const std::string model = testing::make_checkpoint(dir, "dense_qwen3.json").string();
+  testing::ChildProcess serve(
+      {(testing::binary_dir() / "tools/ultraserve").string(), "serve", "--config-file",
+       (testing::source_dir() / "config/ultraserve.conf").string(), "--model", model, "--port", "0", "--no-admin",
+       "--kv-memory-mb", "16"},
+      {"HOME=" + dir.path().string(), "XDG_CONFIG_HOME=" + (dir / "config").string()});
+  serve.read_until("ultraserve: serving");
+  serve.signal(SIGTERM);
+  EXPECT_EQ(serve.wait(), 0) << serve.output();
+  EXPECT_NE(serve.output().find("SIGTERM, shutting down"), std::string::npos) << serve.output();
 }
 
 TEST(Cli, DevicesSaysWhatItFinds) {

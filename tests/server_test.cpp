@@ -33,7 +33,7 @@ class ServerTest : public ::testing::Test {
 
   void start(ServerSettings s) {
     server_.reset();
-    s.model = model_;
+    if (s.model.empty()) s.model = model_;
     s.net.port = 0;
     s.threads = 2;
     s.kv_memory_mb = 16;
@@ -130,6 +130,34 @@ TEST_F(ServerTest, ClientCancelStopsGenerationAndFreesKv) {
   expect_kv_drains();
 }
 
+TEST_F(ServerTest, DeadlineEndsALongRequestAndFreesKv) {
+  // request-timeout counts from submission: a request still running then ends with
+  // deadline_exceeded and gives its KV back, while a short stream alongside it finishes in full.
+  // The endless model never stops on its own, so the long request cannot win the race.
+  constexpr int kEndless = 50000;
+  testing::ScratchDir dir;
+  ServerSettings s;
+  s.model = testing::make_endless_checkpoint(dir);
+  s.session.request_timeout = 1s;
+  s.request.max_tokens = kEndless;
+  s.planner.kv_blocks = 4000;  // room for the long request's whole budget
+  start(s);
+  WsClient ws(port());
+  const auto sent = std::chrono::steady_clock::now();
+  ws.send(generate_msg("long", "tell me everything", kEndless));
+  ASSERT_EQ(ws.read().type, "delta");  // it runs
+  WsClient other(port());
+  other.send(generate_msg("short", "meanwhile", 16));
+  auto short_events = other.read_until_done("short");
+  EXPECT_EQ(short_events.back().type, "done") << short_events.back().message;
+  EXPECT_EQ(short_events.back().completion_tokens, 16);
+  auto long_events = ws.read_until_done("long");
+  EXPECT_EQ(long_events.back().type, "error");
+  EXPECT_EQ(long_events.back().code, "deadline_exceeded") << long_events.back().message;
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, 1s);
+  expect_kv_drains();
+}
+
 TEST_F(ServerTest, WebSocketCloseCancelsAndFreesKv) {
   {
     WsClient ws(port());
@@ -221,6 +249,22 @@ TEST_F(ServerTest, OversizedFrameClosesOnlyThatConnection) {
   EXPECT_TRUE(ec) << "the connection should have been closed";
   bystander.send(generate_msg("ok", "still here", 4));
   EXPECT_EQ(bystander.read_until_done("ok").back().type, "done");
+}
+
+TEST_F(ServerTest, InvalidUtf8ClosesOnlyThatConnection) {
+  // RFC 6455 requires text frames to be UTF-8: the server must close that connection (1007)
+  // without disturbing a stream that is running on another one.
+  WsClient bystander(port());
+  bystander.send(generate_msg("safe", "keep going", 200));
+  const WsEvent first = bystander.read();
+  ASSERT_EQ(first.type, "delta");  // it is streaming before the bad frame arrives
+  WsClient ws(port());
+  ws.send(generate_msg("bad", "caf\xc3\x28 \xff", 5));  // an invalid 2-byte sequence and a stray 0xff
+  EXPECT_EQ(ws.read_until_closed(), boost::beast::websocket::close_code::bad_payload);
+  auto events = bystander.read_until_done("safe");
+  events.insert(events.begin(), first);
+  EXPECT_EQ(events.back().type, "done") << events.back().message;
+  EXPECT_EQ(tokens_of(events), reference("keep going", 200));
 }
 
 TEST_F(ServerTest, OpenAiCompletionsWholeAndStreamed) {

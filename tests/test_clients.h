@@ -83,6 +83,17 @@ class WsClient {
       if (mine && (e.type == "done" || e.type == "error")) return events;
     }
   }
+  // Reads (and drops) what the server still sends until the connection ends; the close code
+  // the server gave (0 if the connection was cut without a close frame).
+  uint16_t read_until_closed() {
+    beast::error_code ec;
+    beast::flat_buffer buffer;
+    while (!ec) {
+      ws_.read(buffer, ec);
+      buffer.clear();
+    }
+    return ws_.reason().code;
+  }
   beast::websocket::stream<beast::tcp_stream>& stream() { return ws_; }
 
   static WsEvent parse(const std::string& text) {

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -62,6 +64,32 @@ inline std::filesystem::path make_checkpoint(const ScratchDir& dir, const std::s
   o.dtype = dtype;
   o.shard_bytes = shard_bytes;
   write_random_checkpoint(o);
+  return o.out_dir;
+}
+
+// The test model with a long context whose stop tokens can never be sampled: the config's
+// end-of-sequence id (300) lies past the tokenizer's 259 tokens, and the tokenizer's special
+// tokens are renamed so that none is taken for a stop token. A request with a large max_tokens
+// runs until it is cancelled or times out, so tests of "while a request is running" never race
+// against the request's own end.
+inline std::filesystem::path make_endless_checkpoint(const ScratchDir& dir, uint64_t seed = 3) {
+  std::string config = read_file(fixture("configs/moe_topk2_norm.json"));
+  for (auto [from, to] : {std::pair{"\"max_position_embeddings\": 256", "\"max_position_embeddings\": 65536"},
+                          {"\"eos_token_id\": 256", "\"eos_token_id\": 300"}}) {
+    const size_t at = config.find(from);
+    if (at == std::string::npos) throw std::runtime_error(std::string("fixture lacks ") + from);
+    config.replace(at, std::string(from).size(), to);
+  }
+  write_file(dir / "endless.json", config);
+  RandomCheckpointOptions o;
+  o.config_json = dir / "endless.json";
+  o.out_dir = dir / "endless";
+  o.seed = seed;
+  write_random_checkpoint(o);
+  std::string tokenizer = read_file(o.out_dir / "tokenizer.json");
+  for (const std::string name : {"<|endoftext|>", "<|im_end|>"})
+    tokenizer.replace(tokenizer.find(name), name.size(), "<|renamed_" + name.substr(2));
+  write_file(o.out_dir / "tokenizer.json", tokenizer);
   return o.out_dir;
 }
 

@@ -5,12 +5,18 @@ passed=0 failed=0
 check() {  # check NAME CONDITION-EXIT-STATUS [DETAIL]
   if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL $1 ${3:-}"; fi
 }
+check_stream() {  # check_stream NAME OUTPUT OBJECT: an OpenAI SSE stream of OBJECT chunks, ended by [DONE]
+  echo "$2" | head -1 | grep -q '^data: {' ; check "$1 SSE starts with data events" $? "$2"
+  echo "$2" | grep -q "\"object\":\"$3\""; check "$1 SSE chunks are $3" $? "$2"
+  [ "$(echo "$2" | grep -v '^$' | tail -1)" = "data: [DONE]" ]; check "$1 SSE ends with [DONE]" $? "$2"
+  echo "$2" | grep -q '"finish_reason":"\(stop\|length\)"'; check "$1 SSE last chunk has a finish reason" $?
+}
 u=$ULTRASERVE_URL
 
 out=$(curl -sN "$u/v1/completions" -d '{"prompt":"Hello","max_tokens":8,"stream":true,"temperature":0}')
-echo "$out" | head -1 | grep -q '^data: {' ; check "SSE starts with data events" $? "$out"
-[ "$(echo "$out" | grep -v '^$' | tail -1)" = "data: [DONE]" ]; check "SSE ends with [DONE]" $? "$out"
-echo "$out" | grep -q '"finish_reason":"\(stop\|length\)"'; check "SSE last chunk has a finish reason" $?
+check_stream completion "$out" text_completion
+out=$(curl -sN "$u/v1/chat/completions" -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}')
+check_stream chat "$out" chat.completion.chunk
 
 out=$(curl -s "$u/v1/chat/completions" -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":5}')
 echo "$out" | grep -q '"object":"chat.completion"'; check "chat completion" $? "$out"

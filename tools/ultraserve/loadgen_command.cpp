@@ -87,6 +87,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         self->ws_.async_handshake(self->ep_.host, self->ep_.path, [self](beast::error_code ec) {
           if (ec) return self->fail("handshake");
           for (int64_t i = 0; i < self->o_.concurrency; ++i) self->send_next();
+          // Connections that were quicker may have taken the whole budget: with nothing in
+          // flight no message will come, and a read would wait until --timeout-s.
+          if (self->in_flight_.empty()) return self->close();
           self->read();
         });
       });
