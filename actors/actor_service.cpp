@@ -80,7 +80,8 @@ void ActorService::handle_http(HttpRequestInfo request, std::shared_ptr<HttpResp
               JsonWriter w;
               w.begin_object().field("status", "ok").field("model", model).field("queued", static_cast<int64_t>(s.queued))
                   .field("running", static_cast<int64_t>(s.running)).field("kv_blocks_used", s.kv_blocks_used)
-                  .field("kv_blocks_total", s.kv_blocks_total).end_object();
+                  .field("kv_blocks_total", s.kv_blocks_total)
+                  .field("worker_restarts", static_cast<int64_t>(s.worker_restarts)).end_object();
               responder->respond(200, "application/json", w.take());
             }, reply_error);
       } else {

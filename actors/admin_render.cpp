@@ -151,7 +151,8 @@ AdminReply render_workers(const SchedulerStats& s, const ServerFacts& facts, uin
     w.begin_object().field("id", static_cast<int64_t>(i)).field("device", info.device).field("state", state)
         .field("steps", i64(s.steps)).field("last_step_s", s.last_step_s).field("kv_blocks_used", s.kv_blocks_used)
         .field("kv_blocks", info.kv_blocks).field("kv_block_size", info.kv_block_size)
-        .field("kv_bytes", i64(kv_bytes)).field("weight_bytes", i64(info.weight_bytes)).end_object();
+        .field("kv_bytes", i64(kv_bytes)).field("weight_bytes", i64(info.weight_bytes))
+        .field("restarts", i64(s.worker_restarts)).end_object();
   }
   w.end_array().field("process_rss_bytes", i64(rss_bytes)).end_object();
   std::string text = format_table(rows);

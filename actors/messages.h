@@ -75,6 +75,7 @@ struct SchedulerStats {
   bool step_in_flight = false;     // the worker is busy with a step
   double last_step_s = 0;          // the worker's time for the last step
   bool draining = false;
+  uint64_t worker_restarts = 0;    // times the worker died and was spawned again
 };
 
 struct RequestSummary {

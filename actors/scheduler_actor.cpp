@@ -1,6 +1,7 @@
 #include "actors/scheduler_actor.h"
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -28,7 +29,10 @@ struct SchedulerState {
   std::unique_ptr<BatchPlanner> planner;
   std::map<RequestId, ActiveRequest> active;
   std::map<caf::actor_addr, std::set<RequestId>> by_session;
+  WorkerSpawner spawn_worker;
   caf::actor worker, metrics;
+  uint64_t worker_restarts = 0, worker_epoch = 0;  // the epoch tells a dead worker's answers apart
+  std::set<caf::actor_addr> retired_workers;       // dead workers whose exit may still arrive
   std::shared_ptr<const Tokenizer> tokenizer;
   bool step_in_flight = false;
   uint64_t steps = 0;
@@ -79,6 +83,7 @@ void send_failed(Self* self, RequestId id, const std::string& code, const std::s
 }
 
 void run_next_step(Self* self);
+void restart_worker(Self* self, const caf::error& reason);
 
 void on_step_result(Self* self, const StepPlan& plan, const StepResult& result) {
   auto& st = self->state;
@@ -125,6 +130,16 @@ void finish_drain_if_idle(Self* self) {
   st.drain_waiters.clear();
 }
 
+// Every request the scheduler holds gets an "internal" error and gives its KV blocks back.
+void fail_all(Self* self, const std::string& message) {
+  std::vector<RequestId> ids;
+  for (const auto& [id, _] : self->state.active) ids.push_back(id);
+  for (RequestId id : ids) {
+    self->state.planner->cancel(id);
+    send_failed(self, id, "internal", message);
+  }
+}
+
 void run_next_step(Self* self) {
   auto& st = self->state;
   if (st.step_in_flight) return;
@@ -133,20 +148,39 @@ void run_next_step(Self* self) {
   st.step_in_flight = true;
   auto shared_plan = std::make_shared<StepPlan>(std::move(*plan));
   self->request(st.worker, caf::infinite, step_atom::value, *shared_plan)
-      .then([self, shared_plan](const StepResult& result) { on_step_result(self, *shared_plan, result); },
-            [self, shared_plan](const caf::error& err) {
-              // The worker failed mid-step: the state of every running sequence is unknown,
-              // so each gets a clear error; the scheduler itself stays up.
-              self->state.step_in_flight = false;
-              const std::string message = "the model worker failed: " + self->system().render(err);
-              std::vector<RequestId> ids;
-              for (const auto& [id, _] : self->state.active) ids.push_back(id);
-              for (RequestId id : ids) {
-                self->state.planner->cancel(id);
-                send_failed(self, id, "internal", message);
-              }
-              run_next_step(self);  // releases their KV blocks (and ends a drain)
-            });
+      .then(
+          [self, shared_plan, epoch = st.worker_epoch](const StepResult& result) {
+            if (epoch == self->state.worker_epoch) on_step_result(self, *shared_plan, result);
+          },
+          [self, epoch = st.worker_epoch](const caf::error& err) {
+            if (epoch != self->state.worker_epoch) return;  // a dead worker's late answer: handled
+            if (err == caf::sec::request_receiver_down) return restart_worker(self, err);
+            // The step threw: the state of every running sequence is unknown, so each gets a
+            // clear error; the worker and the scheduler stay up.
+            self->state.step_in_flight = false;
+            fail_all(self, "the model worker failed: " + self->system().render(err));
+            run_next_step(self);  // releases their KV blocks (and ends a drain)
+          });
+}
+
+// The worker died (not a step error: something it could not answer), noticed by its exit or by
+// the step it left unanswered, whichever comes first. Its supervisor, this scheduler, fails what
+// it held and spawns a new worker around the same ModelWorker; answers of the dead one are
+// ignored from now on (a new epoch).
+void restart_worker(Self* self, const caf::error& reason) {
+  auto& st = self->state;
+  ++st.worker_epoch;
+  ++st.worker_restarts;
+  st.step_in_flight = false;
+  st.retired_workers.insert(st.worker.address());
+  self->unlink_from(st.worker);
+  const std::string why = self->system().render(reason);
+  fail_all(self, "the model worker died (" + why + "); it was restarted, retry the request");
+  st.worker = st.spawn_worker(self->system());
+  self->link_to(st.worker);
+  std::fprintf(stderr, "ultraserve: the model worker died (%s); restarted it (%llu restarts)\n", why.c_str(),
+               static_cast<unsigned long long>(st.worker_restarts));
+  run_next_step(self);  // releases the failed requests' KV blocks
 }
 
 bool cancel_request(Self* self, RequestId id) {
@@ -165,11 +199,18 @@ RequestList list_requests(Self* self) {
   return list;
 }
 
-caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tokenizer> tokenizer,
+caf::behavior scheduler(Self* self, WorkerSpawner spawn_worker, std::shared_ptr<const Tokenizer> tokenizer,
                         SchedulerOptions options) {
   auto& st = self->state;
   st.planner = std::make_unique<BatchPlanner>(options.limits);
-  st.worker = std::move(worker);
+  st.spawn_worker = std::move(spawn_worker);
+  st.worker = st.spawn_worker(self->system());
+  self->link_to(st.worker);  // the worker ends with the scheduler
+  self->set_exit_handler([self](const caf::exit_msg& msg) {
+    if (msg.source == self->state.worker.address()) return restart_worker(self, msg.reason);
+    if (self->state.retired_workers.count(msg.source)) return;  // replaced already
+    self->quit(msg.reason);  // a shutdown (or a linked actor's failure) ends the scheduler
+  });
   st.metrics = std::move(options.metrics);
   st.tokenizer = std::move(tokenizer);
   self->set_down_handler([self](const caf::down_msg& down) {
@@ -233,7 +274,8 @@ caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tok
                               .tokens_per_s = st.token_rate.per_second(clock::now()),
                               .step_in_flight = st.step_in_flight,
                               .last_step_s = st.last_step_s,
-                              .draining = st.draining};
+                              .draining = st.draining,
+                              .worker_restarts = st.worker_restarts};
       },
       [self](requests_atom) { return list_requests(self); },
       [self](revoke_atom, RequestId id) { return cancel_request(self, id); },
@@ -256,9 +298,9 @@ caf::behavior scheduler(Self* self, caf::actor worker, std::shared_ptr<const Tok
 
 }  // namespace
 
-caf::actor spawn_scheduler(caf::actor_system& system, caf::actor worker, std::shared_ptr<const Tokenizer> tokenizer,
-                           SchedulerOptions options) {
-  return system.spawn(scheduler, std::move(worker), std::move(tokenizer), std::move(options));
+caf::actor spawn_scheduler(caf::actor_system& system, WorkerSpawner spawn_worker,
+                           std::shared_ptr<const Tokenizer> tokenizer, SchedulerOptions options) {
+  return system.spawn(scheduler, std::move(spawn_worker), std::move(tokenizer), std::move(options));
 }
 
 }  // namespace ultraserve

@@ -7,7 +7,12 @@
 //   session <--token/done/failed-- scheduler <--result----
 //
 // One step is in flight at a time; requests that arrive meanwhile join the next one.
+//
+// It also supervises the worker: it spawns it (linked, so the worker ends with the scheduler),
+// and when the worker dies mid-step, every request it held gets an "internal" error and a new
+// worker is spawned in its place; the server goes on serving.
 
+#include <functional>
 #include <memory>
 
 #include <caf/actor.hpp>
@@ -18,12 +23,15 @@
 
 namespace ultraserve {
 
+// Spawns a worker actor (called at start and after each worker death).
+using WorkerSpawner = std::function<caf::actor(caf::actor_system&)>;
+
 struct SchedulerOptions {
   PlannerLimits limits;
   caf::actor metrics;  // may be invalid: no metrics
 };
 
-caf::actor spawn_scheduler(caf::actor_system& system, caf::actor worker, std::shared_ptr<const Tokenizer> tokenizer,
-                           SchedulerOptions options);
+caf::actor spawn_scheduler(caf::actor_system& system, WorkerSpawner spawn_worker,
+                           std::shared_ptr<const Tokenizer> tokenizer, SchedulerOptions options);
 
 }  // namespace ultraserve

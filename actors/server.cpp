@@ -35,8 +35,10 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
   planner.kv_blocks = worker_info.kv_blocks;  // the scheduler's ledger mirrors the worker's pool
   facts_ = {context_.model_name, config.model_type, config.max_position_embeddings, {worker_info},
             worker_info.kv_block_bytes, std::chrono::steady_clock::now()};
-  worker_ = spawn_worker(system_, std::move(worker));
-  context_.scheduler = spawn_scheduler(system_, worker_, context_.tokenizer, {planner, context_.metrics});
+  std::shared_ptr<ModelWorker> shared_worker = std::move(worker);
+  context_.scheduler = spawn_scheduler(
+      system_, [shared_worker](caf::actor_system& system) { return spawn_worker(system, shared_worker); },
+      context_.tokenizer, {planner, context_.metrics});
   service_ = std::make_shared<ActorService>(system_, context_);
   http_ = std::make_unique<HttpServer>(settings_.net, service_);
   try {
@@ -53,7 +55,7 @@ int Server::open_connections() const { return http_ ? http_->open_connections() 
 
 void Server::stop() {
   if (http_) http_->stop();
-  for (caf::actor* a : {&context_.scheduler, &worker_, &context_.metrics, &context_.sessions})
+  for (caf::actor* a : {&context_.scheduler, &context_.metrics, &context_.sessions})  // the worker ends with the scheduler
     if (*a) {
       caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
       *a = nullptr;

@@ -70,7 +70,6 @@ class Server {
   ServerSettings settings_;
   SessionContext context_;
   ServerFacts facts_;
-  caf::actor worker_;
   std::shared_ptr<ActorService> service_;
   std::unique_ptr<HttpServer> http_;
   uint16_t port_ = 0;

@@ -23,8 +23,8 @@ caf::behavior worker_actor(caf::event_based_actor* self, std::shared_ptr<ModelWo
 
 }  // namespace
 
-caf::actor spawn_worker(caf::actor_system& system, std::unique_ptr<ModelWorker> worker) {
-  return system.spawn<caf::detached>(worker_actor, std::shared_ptr<ModelWorker>(std::move(worker)));
+caf::actor spawn_worker(caf::actor_system& system, std::shared_ptr<ModelWorker> worker) {
+  return system.spawn<caf::detached>(worker_actor, std::move(worker));
 }
 
 }  // namespace ultraserve

@@ -1,7 +1,9 @@
 #pragma once
 // A worker actor owns one ModelWorker (its weights, KV memory and device) on a thread of its
 // own (spawned detached: a step blocks for the whole forward pass) and executes one StepPlan
-// per message.
+// per message. A step that throws a std::exception is answered with an error; anything worse
+// ends the actor, and its supervisor (the scheduler) spawns a new one around the same
+// ModelWorker, which is why the ModelWorker is shared.
 
 #include <memory>
 
@@ -12,6 +14,6 @@
 
 namespace ultraserve {
 
-caf::actor spawn_worker(caf::actor_system& system, std::unique_ptr<ModelWorker> worker);
+caf::actor spawn_worker(caf::actor_system& system, std::shared_ptr<ModelWorker> worker);
 
 }  // namespace ultraserve
