@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include "actors/actor_service.h"
+#include "actors/messages.h"
 #include "actors/metrics_actor.h"
 #include "actors/model_worker.h"
 #include "actors/scheduler_actor.h"
@@ -52,6 +53,16 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
 Server::~Server() { stop(); }
 
 int Server::open_connections() const { return http_ ? http_->open_connections() : 0; }
+
+bool Server::drain(std::chrono::steady_clock::duration grace) {
+  if (!context_.scheduler) return true;
+  caf::scoped_actor self{system_};
+  bool drained = false;
+  // The scheduler answers once nothing is queued or running; until then it refuses new work.
+  self->request(context_.scheduler, std::chrono::duration_cast<caf::timespan>(grace), drain_atom::value)
+      .receive([&](bool) { drained = true; }, [](const caf::error&) {});
+  return drained;
+}
 
 void Server::stop() {
   if (http_) http_->stop();

@@ -29,6 +29,7 @@ struct ServerSettings {
   PlannerLimits planner;       // kv_blocks 0: sized by the worker (kv_memory_mb, or GPU memory)
   RequestLimits request;
   SessionLimits session;       // context_length 0: the model's
+  std::chrono::steady_clock::duration shutdown_grace = std::chrono::seconds(30);  // SIGTERM: time to finish
 };
 
 // What a running server is and has, fixed at start: the admin console reports it.
@@ -62,6 +63,9 @@ class Server {
   const std::shared_ptr<SharedClientLimits>& client_limits() const { return context_.limits; }
   const ServerFacts& facts() const { return facts_; }
   int open_connections() const;  // HTTP and WebSocket
+  // Refuses new requests and waits for the ones in flight (queued ones included) to finish, at
+  // most `grace`; true when they all did. What SIGTERM does before stop().
+  bool drain(std::chrono::steady_clock::duration grace);
   // Stops accepting, closes connections and stops the actors. Idempotent.
   void stop();
 

@@ -50,6 +50,8 @@ const SettingSpec kSettings[] = {
     {"write-stall-timeout", kNet, [](ServerSettings& s) -> FieldRef { return &s.net.write_stall_timeout; }},
     {"idle-timeout", kNet, [](ServerSettings& s) -> FieldRef { return &s.net.idle_timeout; }},
     {"http-request-timeout", kNet, [](ServerSettings& s) -> FieldRef { return &s.net.http_request_timeout; }},
+    {"shutdown-grace", "the serve command takes it at start",
+     [](ServerSettings& s) -> FieldRef { return &s.shutdown_grace; }},
 };
 
 const SettingSpec* find(std::string_view key) {
@@ -138,7 +140,8 @@ std::string check_settings(const ServerSettings& s, const std::string& p) {
                         {s.net.ws_send_overflow_grace, "send-overflow-grace"},
                         {s.net.write_stall_timeout, "write-stall-timeout"},
                         {s.net.idle_timeout, "idle-timeout"},
-                        {s.net.http_request_timeout, "http-request-timeout"}})
+                        {s.net.http_request_timeout, "http-request-timeout"},
+                        {s.shutdown_grace, "shutdown-grace"}})
     if (d <= Duration::zero()) return p + key + " must be positive";
   return {};
 }

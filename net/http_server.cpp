@@ -1,5 +1,7 @@
 #include "net/http_server.h"
 
+#include "net/file_descriptors.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -161,6 +163,7 @@ uint16_t HttpServer::start() {
   Impl& s = *impl_;
   std::lock_guard lock(s.lifecycle);
   if (s.started || s.stopped) throw std::logic_error("HttpServer::start: a server starts once");
+  ensure_file_descriptors(s.ctx->limits.max_connections);
   const uint16_t port = s.listen();
   s.started = true;
   s.work.emplace(s.ctx->ioc.get_executor());

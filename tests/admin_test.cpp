@@ -316,6 +316,44 @@ TEST_F(AdminTest, DrainFinishesInFlightWorkRefusesNewWorkThenExits) {
   EXPECT_NE(server_->output().find("drained, shutting down"), std::string::npos) << server_->output();
 }
 
+TEST_F(AdminTest, SigtermDrainsInFlightWorkThenExits) {
+  // SIGTERM is a drain, like the console's: new requests are refused meanwhile, what runs and
+  // what waits go on (the waiting one runs in full after the signal), then the server exits.
+  server_.reset();
+  start_server({"--max-batch", "1"});
+  auto ws = connect();
+  ws->send(generate("long", kEndless));
+  ws->send(generate("queued", 8));
+  ASSERT_TRUE(eventually([&] { return status_field("running") == 1 && status_field("queued") == 1; }));
+  const auto running = running_request();
+  ASSERT_TRUE(running);
+  server_->signal(SIGTERM);
+  ASSERT_TRUE(eventually([&] { return std::string_view(admin_json("status")["state"]) == "draining"; }));
+  ws->send(generate("late", 8));
+  EXPECT_EQ(ws->read_until_done("late").back().code, "unavailable");
+  EXPECT_EQ(status_field("queued"), 1) << "the drain keeps what waits";
+  // The endless one would outlast any grace period: end it, then the queued one runs to its end.
+  ASSERT_EQ(admin("cancel " + running->second).exit_code, 0);
+  const auto queued = ws->read_until_done("queued");
+  EXPECT_EQ(queued.back().type, "done") << queued.back().message;
+  EXPECT_EQ(queued.back().completion_tokens, 8);
+  EXPECT_EQ(server_->wait(), 0) << server_->output();
+  EXPECT_NE(server_->output().find("ultraserve: drained"), std::string::npos) << server_->output();
+}
+
+TEST_F(AdminTest, SigtermGivesUpOnRequestsAfterTheGracePeriod) {
+  server_.reset();
+  start_server({"--shutdown-grace", "1s"});
+  auto ws = connect();
+  ws->send(generate("endless", kEndless));
+  ASSERT_TRUE(eventually([&] { return status_field("running") == 1; }));
+  const auto signalled = std::chrono::steady_clock::now();
+  server_->signal(SIGTERM);
+  EXPECT_EQ(server_->wait(), 0) << server_->output();
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, 20s);
+  EXPECT_NE(server_->output().find("the grace period ended"), std::string::npos) << server_->output();
+}
+
 TEST_F(AdminTest, ShellSurvivesTheServerGoingAwayAndSaysSo) {
   ChildProcess shell({binary(), "admin", "--connect", address(), "--token-file", token_file()}, env());
   shell.write("ping\n");

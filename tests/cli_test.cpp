@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -175,6 +176,13 @@ TEST(Cli, ServeRefusesBadSettingsAtStartUp) {
   EXPECT_RUN(ultraserve("serve --model " + model + " --port " + std::to_string(ntohs(addr.sin_port))), 1,
              std::to_string(ntohs(addr.sin_port)));
   close(fd);
+  // More connections than this process may have file descriptors (the children inherit its limit).
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_max != RLIM_INFINITY)
+    EXPECT_RUN(ultraserve("serve --model " + model + " --port 0 --no-admin --max-connections " +
+                          std::to_string(files.rlim_max)),
+               1, "file descriptors");
 }
 
 TEST(Cli, ServeStartsWithTheShippedConfigFile) {

@@ -48,6 +48,7 @@ struct ServeOptions : CommandOptions {
         .add(s.request.max_stop_strings, "max-stop-strings", "stop strings per request")
         .add(s.session.max_requests_per_connection, "max-requests-per-connection", "concurrent requests on one WebSocket")
         .add(s.session.request_timeout, "request-timeout", "deadline of a request from submission (e.g. 600s)")
+        .add(s.shutdown_grace, "shutdown-grace", "on SIGTERM/SIGINT: time in-flight requests get to finish")
         .add(s.session.context_length, "context-length", "prompt + max_tokens limit (0: the model's)")
         .add(s.net.max_ws_frame_bytes, "max-frame-bytes", "largest WebSocket message from a client")
         .add(s.net.max_http_body_bytes, "max-body-bytes", "largest HTTP request body")
@@ -151,7 +152,17 @@ int serve_command(const Args& args) {
     const std::string reason = stop.wait();
     std::fprintf(stderr, "ultraserve: %s, shutting down\n", reason.c_str());
     if (shell.joinable()) shell.join();
-    if (reason == "drained") wait_for_connections_to_close(server, std::chrono::seconds(5));
+    bool drained = reason == "drained";
+    if (reason == "SIGTERM" || reason == "SIGINT") {
+      // Graceful: refuse new requests, let those in flight finish within the grace period.
+      const double grace_s = std::chrono::duration<double>(server.settings().shutdown_grace).count();
+      std::fprintf(stderr, "ultraserve: draining: new requests are refused; requests in flight have %.0f s to finish "
+                   "(a second signal stops at once)\n", grace_s);
+      drained = server.drain(server.settings().shutdown_grace);
+      std::fprintf(stderr, drained ? "ultraserve: drained\n"
+                                   : "ultraserve: the grace period ended with requests in flight: they are cut off\n");
+    }
+    if (drained) wait_for_connections_to_close(server, std::chrono::seconds(5));
     server.stop();
   });
 }

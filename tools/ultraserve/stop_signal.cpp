@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace ultraserve {
@@ -50,9 +52,18 @@ SignalWatcher::SignalWatcher(StopSignal& stop) {
   const sigset_t set = watched_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   thread_ = std::thread([&stop, set] {
-    int received = 0;
-    sigwait(&set, &received);
-    if (received != SIGUSR1) stop.request(received == SIGINT ? "SIGINT" : "SIGTERM");
+    for (bool first = true;; first = false) {
+      int received = 0;
+      sigwait(&set, &received);
+      if (received == SIGUSR1) return;  // the destructor
+      const char* name = received == SIGINT ? "SIGINT" : "SIGTERM";
+      if (first) {
+        stop.request(name);  // a graceful stop: serve drains first
+        continue;
+      }
+      std::fprintf(stderr, "ultraserve: a second %s: stopping at once\n", name);
+      std::_Exit(128 + received);
+    }
   });
 }
 
