@@ -187,7 +187,8 @@ HttpConnection::HttpConnection(std::shared_ptr<NetContext> ctx, tcp::socket sock
       slot_(std::move(slot)),
       stream_(std::move(socket)),
       strand_(stream_.get_executor()),
-      remote_(remote_of(stream_.socket())) {}
+      remote_(remote_of(stream_.socket())),
+      request_timer_(strand_) {}
 
 void HttpConnection::start() {
   slot_.attach(weak_from_this());
@@ -207,7 +208,15 @@ void HttpConnection::read_request() {
       std::min<std::size_t>(ctx_->limits.max_http_header_bytes, UINT32_MAX)));
   parser_->body_limit(ctx_->limits.max_http_body_bytes);
   request_deadline_ = std::chrono::steady_clock::now() + ctx_->limits.http_request_timeout;
-  stream_.expires_at(request_deadline_);
+  request_timed_out_ = false;
+  stream_.expires_never();
+  request_timer_.expires_at(request_deadline_);  // re-arming cancels the last request's wait
+  request_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->phase_ != Phase::reading) return;
+    self->request_timed_out_ = true;  // the read in progress ends with operation_aborted
+    beast::error_code ignored;
+    self->stream_.socket().cancel(ignored);
+  });
   http::async_read_header(stream_, buffer_, *parser_,
                           [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
 }
@@ -232,7 +241,7 @@ void HttpConnection::on_header(beast::error_code ec) {
 }
 
 void HttpConnection::read_body() {
-  stream_.expires_at(request_deadline_);
+  stream_.expires_never();  // still under the request timer
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
 }
@@ -246,7 +255,7 @@ void HttpConnection::on_body(beast::error_code ec) {
 void HttpConnection::on_read_error(beast::error_code ec) {
   const auto& limits = ctx_->limits;
   if (ec == http::error::end_of_stream || ec == http::error::partial_message) return close_now();
-  if (ec == beast::error::timeout) {
+  if (request_timed_out_) {
     // An idle keep-alive connection just ends; a request that stalled half-way hears why.
     if (!parser_->got_some()) return close_now();
     return fail_request(408, "request_timeout", "the request was not received in time");
@@ -329,6 +338,7 @@ void HttpConnection::serve_page(bool head_only) {
 
 void HttpConnection::upgrade(Request request) {
   phase_ = Phase::upgraded;
+  request_timer_.cancel();
   // Bytes a client pipelined after its upgrade request would be lost here; RFC 6455 clients
   // wait for the 101 before sending frames.
   auto ws = std::make_shared<WsConnection>(ctx_, std::move(stream_), std::move(slot_));
@@ -426,6 +436,7 @@ void HttpConnection::on_abandon(uint64_t seq) {
 
 void HttpConnection::begin_response() {
   phase_ = Phase::responding;
+  request_timer_.cancel();
   streaming_ = false;
   chunked_ = true;
   response_complete_ = false;
@@ -550,6 +561,7 @@ void HttpConnection::close_now() {
   const bool unanswered = phase_ == Phase::responding && !response_complete_;
   phase_ = Phase::closed;
   closed_.store(true, std::memory_order_release);
+  request_timer_.cancel();
   stream_.close();
   out_.clear();
   out_bytes_ = 0;

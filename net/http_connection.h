@@ -20,6 +20,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -97,6 +98,10 @@ class HttpConnection : public Closable, public std::enable_shared_from_this<Http
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   std::chrono::steady_clock::time_point request_deadline_;
+  // The request deadline is a timer of its own, not the stream's expiry: an expiring tcp_stream
+  // closes the socket, and a client that stalled half-way through a request must still hear 408.
+  boost::asio::steady_timer request_timer_;
+  bool request_timed_out_ = false;
   Phase phase_ = Phase::reading;
   std::atomic<bool> closed_{false};  // lets responders on other threads skip posting
 

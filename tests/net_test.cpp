@@ -698,6 +698,22 @@ TEST_F(NetTest, OversizeBodyIs413) {
   EXPECT_TRUE(client.closed_by_server());
 }
 
+TEST_F(NetTest, SlowRequestGets408AtTheRequestTimeout) {
+  // A client that starts a request and never finishes it (slowloris) holds a connection only
+  // until http-request-timeout.
+  NetLimits limits = test_limits();
+  limits.http_request_timeout = 300ms;
+  start(limits);
+  HttpClient client(port);
+  const auto sent = std::chrono::steady_clock::now();
+  ASSERT_FALSE(client.write_raw("GET /hello HTTP/1.1\r\nHost: x\r\n"));  // headers never end
+  auto res = client.read_response();
+  EXPECT_EQ(res.result_int(), 408);
+  EXPECT_NE(res.body().find("request_timeout"), std::string::npos);
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, 300ms);
+  EXPECT_TRUE(client.closed_by_server());
+}
+
 TEST_F(NetTest, OversizeHeadersAre431AndGarbageIs400) {
   NetLimits limits = test_limits();
   limits.max_http_header_bytes = 2048;
