@@ -61,4 +61,13 @@ void softmax(std::span<float> x) {
   for (float& v : x) v *= inv;
 }
 
+void norm_rope_heads(float* heads, int count, int head_dim, const float* norm, double eps, int position,
+                     double theta) {
+  for (int h = 0; h < count; ++h) {
+    float* head = heads + static_cast<size_t>(h) * head_dim;
+    rms_norm(head, norm, head_dim, eps, head);
+    apply_rope(head, head_dim, position, theta);
+  }
+}
+
 }  // namespace ultraserve

@@ -27,6 +27,10 @@ void rms_norm(const float* x, const float* weight, int dim, double eps, float* o
 // Rotates (first half, second half) pairs of one head in place: HF's rotate_half convention.
 void apply_rope(float* head, int head_dim, int position, double theta);
 
+// Per-head RMS norm (q_norm / k_norm) then RoPE, in place, for `heads` consecutive heads.
+void norm_rope_heads(float* heads, int count, int head_dim, const float* norm, double eps, int position,
+                     double theta);
+
 // In-place softmax; returns nothing, handles -inf entries.
 void softmax(std::span<float> x);
 

@@ -20,7 +20,15 @@ struct CpuModel::Batch {
 CpuModel::CpuModel(ModelConfig config, ModelWeights weights, ThreadPool& pool)
     : config_(std::move(config)), weights_(std::move(weights)), pool_(pool) {}
 
-std::vector<float> CpuModel::forward(PagedKvCache& cache, std::span<const SequenceStep> steps) {
+void CpuModel::set_taps(std::vector<int> layers) {
+  for (int l : layers)
+    if (l < 0 || l >= config_.num_hidden_layers)
+      throw std::out_of_range("tap layer " + std::to_string(l) + " outside the model's " +
+                              std::to_string(config_.num_hidden_layers) + " layers");
+  tap_layers_ = std::move(layers);
+}
+
+std::vector<float> CpuModel::forward(PagedKvCache& cache, std::span<const SequenceStep> steps, std::vector<float>* taps) {
   const int hidden = config_.hidden_size;
   Batch b;
   std::vector<int> output_rows;
@@ -48,9 +56,16 @@ std::vector<float> CpuModel::forward(PagedKvCache& cache, std::span<const Sequen
                     b.x.data() + hidden * row++);
   }
 
+  const size_t tap_width = tap_layers_.size() * static_cast<size_t>(hidden);
+  if (taps) taps->assign(static_cast<size_t>(b.n) * tap_width, 0.f);
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     attention_block(cache, l, b);
     mlp_block(l, b);
+    if (!taps) continue;
+    for (size_t t = 0; t < tap_layers_.size(); ++t)  // the layer's OUTPUT (HF hidden_states[l + 1])
+      if (tap_layers_[t] == l)
+        for (int r = 0; r < b.n; ++r)
+          std::copy_n(&b.x[size_t(r) * hidden], hidden, taps->data() + size_t(r) * tap_width + t * hidden);
   }
   for (const SequenceStep& s : steps) s.kv->length += static_cast<int>(s.tokens.size());
 
@@ -81,16 +96,10 @@ void CpuModel::attention_block(PagedKvCache& cache, int layer, Batch& b) {
   // Per-head q/k RMSNorm, then RoPE, then the new K/V go into the cache before attention
   // so that a token attends to itself and to earlier new tokens of its own sequence.
   for (int r = 0; r < n; ++r) {
-    for (int h = 0; h < c.num_attention_heads; ++h) {
-      float* head = &q[size_t(r) * qd + size_t(h) * hd];
-      rms_norm(head, L.q_norm.data(), hd, c.rms_norm_eps, head);
-      apply_rope(head, hd, b.position[r], c.rope_theta);
-    }
-    for (int h = 0; h < c.num_key_value_heads; ++h) {
-      float* head = &k[size_t(r) * kvd + size_t(h) * hd];
-      rms_norm(head, L.k_norm.data(), hd, c.rms_norm_eps, head);
-      apply_rope(head, hd, b.position[r], c.rope_theta);
-    }
+    norm_rope_heads(&q[size_t(r) * qd], c.num_attention_heads, hd, L.q_norm.data(), c.rms_norm_eps, b.position[r],
+                    c.rope_theta);
+    norm_rope_heads(&k[size_t(r) * kvd], c.num_key_value_heads, hd, L.k_norm.data(), c.rms_norm_eps, b.position[r],
+                    c.rope_theta);
     std::copy_n(&k[size_t(r) * kvd], kvd, cache.key(*b.seq[r], layer, b.position[r]));
     std::copy_n(&v[size_t(r) * kvd], kvd, cache.value(*b.seq[r], layer, b.position[r]));
   }
@@ -133,17 +142,17 @@ void CpuModel::mlp_block(int layer, Batch& b) {
   if (L.moe)
     routed_experts(L, b.normed.data(), b.n, out.data());
   else
-    feed_forward(L.dense, b.normed.data(), b.n, out.data());
+    feed_forward(pool_, L.dense, b.normed.data(), b.n, out.data());
   for (size_t i = 0; i < out.size(); ++i) b.x[i] += out[i];
 }
 
-void CpuModel::feed_forward(const FeedForward& f, const float* in, int n, float* out) {
+void feed_forward(ThreadPool& pool, const FeedForward& f, const float* in, int n, float* out) {
   const int width = f.gate.rows;
   std::vector<float> gate(size_t(n) * width), up(size_t(n) * width);
-  matmul_nt(pool_, in, n, f.gate.view(), gate.data());
-  matmul_nt(pool_, in, n, f.up.view(), up.data());
+  matmul_nt(pool, in, n, f.gate.view(), gate.data());
+  matmul_nt(pool, in, n, f.up.view(), up.data());
   for (size_t i = 0; i < gate.size(); ++i) gate[i] = silu(gate[i]) * up[i];
-  matmul_nt(pool_, gate.data(), n, f.down.view(), out);
+  matmul_nt(pool, gate.data(), n, f.down.view(), out);
 }
 
 void CpuModel::routed_experts(const LayerWeights& L, const float* in, int n, float* out) {
@@ -177,7 +186,7 @@ void CpuModel::routed_experts(const LayerWeights& L, const float* in, int n, flo
     gathered.resize(size_t(m) * hidden);
     result.resize(size_t(m) * hidden);
     for (int i = 0; i < m; ++i) std::copy_n(in + size_t(assigned[i].first) * hidden, hidden, &gathered[size_t(i) * hidden]);
-    feed_forward(L.experts[e], gathered.data(), m, result.data());
+    feed_forward(pool_, L.experts[e], gathered.data(), m, result.data());
     for (int i = 0; i < m; ++i) {
       float* dst = out + size_t(assigned[i].first) * hidden;
       const float w = assigned[i].second;

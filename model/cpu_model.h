@@ -29,22 +29,32 @@ class CpuModel {
   CpuModel(ModelConfig config, ModelWeights weights, ThreadPool& pool);
 
   const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+
+  // The layers whose outputs forward() reports in `taps` (a DFlash draft's target_layer_ids).
+  void set_taps(std::vector<int> layers);
+  const std::vector<int>& taps() const { return tap_layers_; }
 
   // Runs the new tokens of every step through the model. The caller reserved KV room for
   // them (cache.reserve(*step.kv, step.kv->length + step.tokens.size())). Returns the logits,
   // [rows, vocab], rows in step order: every new token of an all_logits step, else its last.
-  std::vector<float> forward(PagedKvCache& cache, std::span<const SequenceStep> steps);
+  // With `taps`, also the tapped layers' outputs for EVERY new token, [tokens, taps x hidden].
+  std::vector<float> forward(PagedKvCache& cache, std::span<const SequenceStep> steps,
+                             std::vector<float>* taps = nullptr);
 
  private:
   struct Batch;  // per-call scratch: token rows, their sequences and positions
   void attention_block(PagedKvCache& cache, int layer, Batch& b);
   void mlp_block(int layer, Batch& b);
   void routed_experts(const LayerWeights& L, const float* in, int n, float* out);
-  void feed_forward(const FeedForward& f, const float* in, int n, float* out);
 
   ModelConfig config_;
   ModelWeights weights_;
   ThreadPool& pool_;
+  std::vector<int> tap_layers_;
 };
+
+// out[n, hidden] = down(silu(gate(in)) * up(in)): a dense MLP or one routed expert.
+void feed_forward(ThreadPool& pool, const FeedForward& f, const float* in, int n, float* out);
 
 }  // namespace ultraserve

@@ -35,6 +35,7 @@ class Generation {
   };
 
   int32_t sample(std::span<const float> logits) { return sampler_.sample(logits); }
+  Sampler::Verdict verify(std::span<const float> logits, int32_t proposal) { return sampler_.verify(logits, proposal); }
   // Records the next generated token and applies the stop rules.
   Update on_token(int32_t token);
 

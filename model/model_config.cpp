@@ -123,6 +123,34 @@ double read_rope_theta(const FieldReader& f) {
   return f.positive_number_or("rope_theta", 10000.0);
 }
 
+// A DFlash draft says so in `architectures` (and carries a dflash_config).
+bool is_dflash_draft(const FieldReader& f) {
+  if (f.has("dflash_config")) return true;
+  if (!f.has("architectures")) return false;
+  simdjson::dom::array names;
+  if (f.get("architectures").get(names)) return false;
+  for (element name : names)
+    if (name.is_string() && name.get_string().value() == "DFlashDraftModel") return true;
+  return false;
+}
+
+// The draft's own fields: dflash_config {mask_token_id, target_layer_ids[, block_size]}, or a
+// top-level block_size as older checkpoints write it. Whether they suit a target is checked
+// when the pair is loaded (check_draft_fits in model/dflash.h).
+ModelConfig::DFlash read_dflash(const FieldReader& f, const ModelConfig& c) {
+  if (c.model_type != "qwen3") f.fail("model_type", "a DFlash draft's layers must be 'qwen3'");
+  if (!f.has("dflash_config")) f.fail("dflash_config", "missing (a DFlashDraftModel needs it)");
+  object d;
+  if (f.get("dflash_config").get(d)) f.fail("dflash_config", "must be an object");
+  const FieldReader df(d, f.source() + ": dflash_config");
+  ModelConfig::DFlash out;
+  out.mask_token_id = df.int_in("mask_token_id", 0, (1 << 30));
+  for (int32_t id : df.int_list("target_layer_ids", 0, 1 << 20)) out.target_layer_ids.push_back(id);
+  if (out.target_layer_ids.empty()) df.fail("target_layer_ids", "missing or empty");
+  out.block_size = df.has("block_size") ? df.int_in("block_size", 2, 64) : f.int_or("block_size", 16, 2, 64);
+  return out;
+}
+
 object parse_object(simdjson::dom::parser& parser, simdjson::padded_string& padded, const std::string& source) {
   element root;
   if (auto err = parser.parse(padded).get(root))
@@ -170,6 +198,11 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
   c.num_attention_heads = f.positive_int("num_attention_heads");
   c.num_key_value_heads = f.int_or("num_key_value_heads", c.num_attention_heads, 1, 1 << 20);
   c.head_dim = f.int_or("head_dim", c.hidden_size / c.num_attention_heads, 1, 1 << 20);
+  // The fallback skips int_or's range check: with more heads than hidden_size it is 0, which
+  // would make every attention head empty (and 1/sqrt(head_dim) infinite). Found by fuzzing.
+  if (c.head_dim < 1)
+    f.fail("head_dim", "missing, and hidden_size / num_attention_heads (" + std::to_string(c.hidden_size) + " / " +
+                           std::to_string(c.num_attention_heads) + ") is 0");
   c.max_position_embeddings = f.int_or("max_position_embeddings", 32768, 1, 1 << 30);
   c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
   c.rope_theta = read_rope_theta(f);
@@ -196,6 +229,7 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
   bool any_dense = false;
   for (int l = 0; l < c.num_hidden_layers; ++l) any_dense |= !c.is_moe_layer(l);
   c.intermediate_size = any_dense ? f.positive_int("intermediate_size") : f.int_or("intermediate_size", 0, 0, 1 << 30);
+  if (is_dflash_draft(f)) c.dflash = read_dflash(f, c);
   return c;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,16 @@ struct ModelConfig {
   std::vector<int> mlp_only_layers;
 
   std::vector<int32_t> eos_token_ids;
+
+  // A DFlash draft (architectures ["DFlashDraftModel"]): Qwen3 layers that read a target's
+  // hidden states. Its checkpoint has no embeddings or LM head (it uses the target's), no
+  // "model." prefix, and adds fc [hidden, taps * hidden] and hidden_norm (see model/dflash.h).
+  struct DFlash {
+    std::vector<int> target_layer_ids;  // target layers whose OUTPUTS it reads, in order
+    int mask_token_id = -1;             // fills the block after the anchor
+    int block_size = 16;                // tokens per block it was trained for (anchor included)
+  };
+  std::optional<DFlash> dflash;
 
   // The layer has a routed-expert MLP (same rule as transformers' Qwen3MoeDecoderLayer).
   bool is_moe_layer(int layer) const;

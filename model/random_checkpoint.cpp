@@ -107,7 +107,9 @@ uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
   if (o.experts == ExpertStorage::mxfp4) require_mxfp4_experts(config, o.config_json.string());
   std::filesystem::create_directories(o.out_dir);
   write_text_file(o.out_dir / "config.json", config_text);
-  if (o.tokenizer_json) {
+  if (config.dflash) {
+    // A DFlash draft has no tokenizer: it reads and writes the target's token ids.
+  } else if (o.tokenizer_json) {
     std::filesystem::copy_file(*o.tokenizer_json, o.out_dir / "tokenizer.json",
                                std::filesystem::copy_options::overwrite_existing);
   } else {

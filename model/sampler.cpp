@@ -48,13 +48,15 @@ void Sampler::distribution(std::span<const float> logits, std::span<float> probs
   for (int i = 0; i < keep; ++i) probs[ids[i]] = static_cast<float>(weights[i] / kept);
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
-  if (params_.temperature <= 0.f) return argmax(logits);
-  std::vector<float> probs(logits.size());
-  distribution(logits, probs);
+double Sampler::uniform() {
   // 53 random bits -> uniform double in [0, 1): identical on every platform, unlike
   // std::uniform_real_distribution whose algorithm is implementation-defined.
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+}
+
+// A token drawn from `probs` (summing to `total`, which need not be 1).
+int32_t Sampler::draw(std::span<const float> probs, double total) {
+  const double u = uniform() * total;
   double acc = 0.0;
   int32_t last = 0;
   for (size_t i = 0; i < probs.size(); ++i) {
@@ -64,6 +66,28 @@ int32_t Sampler::sample(std::span<const float> logits) {
     if (u < acc) return last;
   }
   return last;
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (params_.temperature <= 0.f) return argmax(logits);
+  std::vector<float> probs(logits.size());
+  distribution(logits, probs);
+  return draw(probs, 1.0);
+}
+
+Sampler::Verdict Sampler::verify(std::span<const float> logits, int32_t proposal) {
+  if (params_.temperature <= 0.f) {
+    const int32_t best = argmax(logits);
+    return {best == proposal, best};
+  }
+  std::vector<float> probs(logits.size());
+  distribution(logits, probs);
+  const bool in_range = proposal >= 0 && static_cast<size_t>(proposal) < probs.size();
+  const double p = in_range ? probs[proposal] : 0.0;
+  if (p > 0 && uniform() < p) return {true, proposal};
+  // Rejected: the residual max(p - q, 0) of a point-mass draft q is p without the proposal.
+  if (in_range) probs[proposal] = 0.f;
+  return {false, draw(probs, 1.0 - p)};
 }
 
 }  // namespace ultraserve

@@ -19,11 +19,24 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
   int32_t sample(std::span<const float> logits);
+
+  // Speculative verification of a token a draft proposed (deterministically, as DFlash's
+  // greedy draft does): kept with the probability this sampler gives it, else replaced by a
+  // draw from that distribution with the proposal taken out. The result is distributed exactly
+  // as sample()'s (lossless). Greedy: kept iff it is the argmax, else the argmax.
+  struct Verdict {
+    bool accepted;
+    int32_t token;  // the proposal, or its replacement
+  };
+  Verdict verify(std::span<const float> logits, int32_t proposal);
   // The probability distribution sample() draws from (after temperature, top-k, top-p),
   // written into `probs` (same size as logits). Greedy gives a one-hot distribution.
   void distribution(std::span<const float> logits, std::span<float> probs) const;
 
  private:
+  double uniform();  // [0, 1), the same on every platform
+  int32_t draw(std::span<const float> probs, double total);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
 };

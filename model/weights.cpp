@@ -8,7 +8,9 @@
 namespace ultraserve {
 namespace {
 
-std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+// A DFlash draft names its tensors without the "model." prefix.
+std::string model_prefix(const ModelConfig& c) { return c.dflash ? "" : "model."; }
+std::string layer_prefix(const ModelConfig& c, int l) { return model_prefix(c) + "layers." + std::to_string(l) + "."; }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -84,9 +86,14 @@ class Fetcher {
 std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
   const int64_t h = c.hidden_size;
   std::vector<WeightSpec> out;
-  out.push_back({"model.embed_tokens.weight", {c.vocab_size, h}});
+  if (c.dflash) {  // the draft's fusion of the target's hidden states; it has no embeddings
+    out.push_back({"fc.weight", {h, static_cast<int64_t>(c.dflash->target_layer_ids.size()) * h}});
+    out.push_back({"hidden_norm.weight", {h}});
+  } else {
+    out.push_back({"model.embed_tokens.weight", {c.vocab_size, h}});
+  }
   for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = layer_prefix(l);
+    const std::string p = layer_prefix(c, l);
     out.push_back({p + "input_layernorm.weight", {h}, l});
     out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}, l});
     out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}, l});
@@ -103,8 +110,8 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
       add_ffn(out, p + "mlp.", h, c.intermediate_size, l, false);
     }
   }
-  out.push_back({"model.norm.weight", {h}});
-  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  out.push_back({model_prefix(c) + "norm.weight", {h}});
+  if (!c.tie_word_embeddings && !c.dflash) out.push_back({"lm_head.weight", {c.vocab_size, h}});
   return out;
 }
 
@@ -130,9 +137,14 @@ ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c
   ModelWeights w;
   w.expert_storage = check_weights(tensors, c);
   Fetcher f(tensors);
-  w.embed_tokens = f.matrix("model.embed_tokens.weight");
+  if (c.dflash) {
+    w.draft_fc = f.matrix("fc.weight");
+    w.draft_hidden_norm = f.vector("hidden_norm.weight");
+  } else {
+    w.embed_tokens = f.matrix("model.embed_tokens.weight");
+  }
   for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = layer_prefix(l);
+    const std::string p = layer_prefix(c, l);
     LayerWeights& L = w.layers.emplace_back();
     L.input_norm = f.vector(p + "input_layernorm.weight");
     L.post_attention_norm = f.vector(p + "post_attention_layernorm.weight");
@@ -150,8 +162,8 @@ ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c
       L.dense = f.ffn(p + "mlp.");
     }
   }
-  w.final_norm = f.vector("model.norm.weight");
-  if (!c.tie_word_embeddings) w.lm_head = f.matrix("lm_head.weight");
+  w.final_norm = f.vector(model_prefix(c) + "norm.weight");
+  if (!c.tie_word_embeddings && !c.dflash) w.lm_head = f.matrix("lm_head.weight");
   return w;
 }
 

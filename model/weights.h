@@ -45,6 +45,10 @@ struct ModelWeights {
   std::vector<float> final_norm;
   Matrix lm_head;  // empty when tie_word_embeddings: the forward pass uses embed_tokens
   const Matrix& output_matrix() const { return lm_head.data.empty() ? embed_tokens : lm_head; }
+  // A DFlash draft only (config.dflash): it has no embed_tokens or lm_head of its own, and
+  // fuses the target's tapped hidden states as hidden_norm(fc(concat(taps))).
+  Matrix draft_fc;                       // [hidden, taps * hidden]
+  std::vector<float> draft_hidden_norm;  // [hidden]
 };
 
 ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& config);

@@ -66,5 +66,15 @@ TEST(ModelConfig, RefusesBadConfigsNamingFileAndField) {
   EXPECT_THROW_WITH(ModelConfig::load("/nonexistent/config.json"), "/nonexistent/config.json", "cannot open");
 }
 
+// Inputs found by the config.json fuzzer (tests/fuzz/model_config_fuzzer.cpp), replayed here.
+TEST(ModelConfig, FuzzFindings) {
+  // More heads than hidden_size and no head_dim: the derived head_dim was 0 and accepted.
+  const std::string heads_over_hidden =
+      R"({"model_type": "qwen3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1, )"
+      R"("num_attention_heads": 20, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}, "eos_token_id": [1, 2]})";
+  EXPECT_THROW_WITH(ModelConfig::parse(heads_over_hidden, "config.json"), "config.json: head_dim: missing",
+                    "hidden_size / num_attention_heads (8 / 20) is 0");
+}
+
 }  // namespace
 }  // namespace ultraserve

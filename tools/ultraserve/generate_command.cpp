@@ -5,20 +5,21 @@
 #include "model/chat_format.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
+#include "model/speculative.h"
 #include "tools/ultraserve/commands.h"
 
 namespace ultraserve {
 namespace {
 
 struct GenerateOptions : CommandOptions {
-  std::string model, prompt, stop;
-  bool chat = false;
-  int64_t max_tokens = 128, top_k = 0, seed = 0, threads = 0;
+  std::string model, prompt, stop, draft;
+  bool chat = false, no_draft = false;
+  int64_t max_tokens = 128, top_k = 0, seed = 0, threads = 0, block_size = 0;
   double temperature = 0.0, top_p = 1.0;
 
   GenerateOptions()
       : CommandOptions("ultraserve generate --model DIR --prompt TEXT [--chat] [--max-tokens N] [--temperature T] "
-                       "[--top-k K] [--top-p P] [--seed N] [--stop TEXT] [--threads N]") {
+                       "[--top-k K] [--top-p P] [--seed N] [--stop TEXT] [--threads N] [--draft DIR [--block-size B]]") {
     options()
         .add(model, "model", "HF checkpoint directory (config.json, safetensors, tokenizer.json)")
         .add(prompt, "prompt", "the prompt text")
@@ -29,7 +30,10 @@ struct GenerateOptions : CommandOptions {
         .add(top_p, "top-p", "sample within the smallest set of tokens holding this probability mass")
         .add(seed, "seed", "random seed for sampling")
         .add(stop, "stop", "stop when this text is generated (not printed)")
-        .add(threads, "threads", "CPU threads (0 = one per core)");
+        .add(threads, "threads", "CPU threads (0 = one per core)")
+        .add(draft, "draft", "a DFlash draft for the model: speculative decoding (lossless)")
+        .add(no_draft, "no-draft", "decode without the draft even when one is given")
+        .add(block_size, "block-size", "tokens per speculative block, anchor included (0 = the draft's)");
   }
 
   void validate() const {
@@ -40,6 +44,7 @@ struct GenerateOptions : CommandOptions {
     if (top_k < 0) throw UsageError("--top-k must be >= 0");
     if (!(top_p > 0 && top_p <= 1)) throw UsageError("--top-p must be in (0, 1]");
     if (threads < 0) throw UsageError("--threads must be >= 0");
+    if (block_size != 0 && (block_size < 2 || block_size > 64)) throw UsageError("--block-size must be in [2, 64]");
   }
 };
 
@@ -63,16 +68,31 @@ int generate_command(const Args& args) {
     if (!o.stop.empty()) request.stop.push_back(o.stop);
     request.stop_token_ids = loaded.stop_token_ids;
 
-    GenerationStats stats = generate(model, tokenizer, request, [](std::string_view text) {
+    auto print = [](std::string_view text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    });
+    };
+    GenerationStats stats;
+    std::string speculation;
+    if (!o.draft.empty() && !o.no_draft) {
+      DFlashDraft draft(load_draft(o.draft), model, pool);
+      model.set_taps(draft.target_layers());
+      const int block = o.block_size ? static_cast<int>(o.block_size) : draft.config().dflash->block_size;
+      DFlashProposer proposer(draft, static_cast<int>(request.prompt.size()) + request.max_tokens);
+      const SpeculativeStats s = speculative_generate(model, proposer, tokenizer, request, block, print);
+      stats = s;
+      char line[96];
+      std::snprintf(line, sizeof line, "; DFlash block %d: %d rounds, tau %.2f", block, s.rounds, s.mean_acceptance());
+      speculation = line;
+    } else {
+      stats = generate(model, tokenizer, request, print);
+    }
     std::fputc('\n', stdout);
     std::fflush(stdout);  // the stats line on stderr must come after the text
     std::fprintf(stderr,
-                 "[%d prompt tokens in %.3f s; %d generated, %.1f tokens/s decode; finish: %s; %zu threads]\n",
+                 "[%d prompt tokens in %.3f s; %d generated, %.1f tokens/s decode; finish: %s; %zu threads%s]\n",
                  stats.prompt_tokens, stats.prefill_seconds, stats.generated_tokens,
-                 stats.decode_tokens_per_second(), finish_reason_name(stats.finish), pool.size());
+                 stats.decode_tokens_per_second(), finish_reason_name(stats.finish), pool.size(), speculation.c_str());
   });
 }
 

@@ -1,0 +1,53 @@
+#pragma once
+// Speculative decoding of one request on the CPU: a proposer drafts a block after the newest
+// token, the target verifies the whole block in one pass, and the longest agreeing prefix is
+// kept (plus the target's own token where they part, or one past the block when all agree).
+// Lossless: greedy output is the target's greedy output token for token, and sampled output
+// has the target's distribution (Sampler::verify). The server's scheduler runs the same round
+// per request inside its batches.
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "model/dflash.h"
+#include "model/generate.h"
+
+namespace ultraserve {
+
+// Where a round's block comes from. The target reports, after each pass, the tapped hidden
+// states of the tokens it committed (the draft's context grows by those).
+class Proposer {
+ public:
+  virtual ~Proposer() = default;
+  virtual void on_committed(std::span<const float> taps) = 0;
+  // `count` tokens for the positions after `anchor` (the newest token, not yet committed).
+  virtual std::vector<int32_t> propose(int32_t anchor, int count) = 0;
+};
+
+// A DFlash draft with its own context cache for one sequence.
+class DFlashProposer : public Proposer {
+ public:
+  DFlashProposer(DFlashDraft& draft, int max_context);
+  void on_committed(std::span<const float> taps) override;
+  std::vector<int32_t> propose(int32_t anchor, int count) override;
+
+ private:
+  DFlashDraft& draft_;
+  PagedKvCache cache_;
+  KvSequence seq_;
+};
+
+struct SpeculativeStats : GenerationStats {
+  int rounds = 0;                   // verify passes
+  double mean_acceptance() const;   // tau: tokens gained per round (accepted + the target's own)
+};
+
+// The target must tap the layers the proposer reads (CpuModel::set_taps). Same errors as generate().
+SpeculativeStats speculative_generate(CpuModel& target, Proposer& proposer, const Tokenizer& tokenizer,
+                                      const GenerationRequest& request, int block_size,
+                                      const std::function<void(std::string_view)>& on_text);
+
+}  // namespace ultraserve
