@@ -63,11 +63,14 @@ AdminReply render_status(const SchedulerStats& s, const ServerSettings& settings
   std::string devices;
   for (const auto& w : facts.workers) devices += (devices.empty() ? "" : ", ") + w.device;
   const std::string state = s.draining ? "draining (" + std::to_string(s.queued + s.running) + " in flight)" : "serving";
+  const std::string draft = facts.workers.empty() ? "" : facts.workers.front().draft;
+  const double tau = s.speculative_rounds ? double(s.speculative_tokens) / s.speculative_rounds : 0;
   const std::string text = format_table({
       {"state", state},
       {"uptime", format_age(uptime_s)},
       {"model", facts.model_name + " (" + facts.model_type + ")"},
-      {"draft", "none (DFlash speculative decoding is not built yet)"},
+      {"draft", draft.empty() ? "none" : draft + ", block " + std::to_string(settings.planner.block_size) +
+                                             (settings.planner.block_size ? "" : " (speculation off)")},
       {"devices", devices},
       {"batch", std::to_string(s.running) + " running (max-batch " + std::to_string(settings.planner.max_batch) + ")"},
       {"queue", std::to_string(s.queued) + " waiting (max-queued " + std::to_string(settings.planner.max_queued) + ")"},
@@ -75,7 +78,9 @@ AdminReply render_status(const SchedulerStats& s, const ServerSettings& settings
                        printf_string("%.1f", kv_share) + "%)"},
       {"tokens/s", printf_string("%.1f", s.tokens_per_s) + " (last 10s; " + std::to_string(s.generated_tokens) +
                        " generated since start)"},
-      {"tau", "n/a (no draft model)"},
+      {"tau", s.speculative_rounds ? printf_string("%.2f", tau) + " tokens per round (" +
+                                          std::to_string(s.speculative_rounds) + " rounds since start)"
+                                    : "n/a (no speculative rounds yet)"},
   });
   JsonWriter w;
   w.begin_object()
@@ -83,7 +88,9 @@ AdminReply render_status(const SchedulerStats& s, const ServerSettings& settings
       .field("uptime_s", uptime_s)
       .field("model", facts.model_name)
       .field("model_type", facts.model_type)
-      .key("draft").null()
+      .key("draft");
+  if (draft.empty()) w.null(); else w.value(draft);
+  w.field("block_size", settings.planner.block_size)
       .key("devices").begin_array();
   for (const auto& d : facts.workers) w.value(d.device);
   w.end_array()
@@ -96,8 +103,9 @@ AdminReply render_status(const SchedulerStats& s, const ServerSettings& settings
       .field("tokens_per_s", s.tokens_per_s)
       .field("generated_tokens", i64(s.generated_tokens))
       .field("steps", i64(s.steps))
-      .key("tau").null()
-      .end_object();
+      .key("tau");
+  if (s.speculative_rounds) w.value(tau); else w.null();
+  w.end_object();
   return {true, text, w.take()};
 }
 

@@ -49,7 +49,16 @@ void BatchPlanner::on_sampled(RequestId id, int32_t token, bool finished) {
     sequences_.erase(it);
   } else {
     it->second.next_input = token;
+    ++it->second.generated;
   }
+}
+
+// The block for a decode of `s`: the configured size, cut so that its verify pass stays inside
+// the request's KV budget (positions < prompt + max_tokens) and the step's token budget; below
+// 2 there is nothing to verify and the decode is plain.
+int BatchPlanner::speculative_block(const Sequence& s, int budget) const {
+  const int block = std::min({limits_.block_size, s.max_tokens - s.generated + 1, budget});
+  return block >= 2 ? block : 0;
 }
 
 void BatchPlanner::add_prefill_chunk(RequestId id, Sequence& s, int& budget, StepPlan& plan) {
@@ -71,9 +80,10 @@ std::optional<StepPlan> BatchPlanner::next_step() {
   for (RequestId id : running_) {
     Sequence& s = sequences_.at(id);
     if (s.next_input && budget > 0) {
-      plan.entries.push_back({id, {*s.next_input}, true});
+      const int block = speculative_block(s, budget);
+      plan.entries.push_back({id, {*s.next_input}, true, block});
       s.next_input.reset();
-      --budget;
+      budget -= std::max(block, 1);  // a verify pass runs the whole block
     }
   }
   for (RequestId id : running_) {

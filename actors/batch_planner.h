@@ -23,6 +23,7 @@ struct PlannerLimits {
   int kv_blocks = 1024;           // KV pool size, in blocks
   int kv_block_size = 16;         // positions per block
   size_t max_queued = 1024;       // waiting requests before new ones are refused as overloaded
+  int block_size = 0;             // speculative block (anchor included) for decodes; 0: none
 };
 
 class BatchPlanner {
@@ -37,8 +38,8 @@ class BatchPlanner {
   // Returns false if the id is unknown.
   bool cancel(RequestId id);
 
-  // Records the token sampled for a request in the last step; `finished` ends it (its KV is
-  // released in the next plan).
+  // Records a token sampled for a request in the last step (a speculative entry gives several,
+  // in order); `finished` ends it (its KV is released in the next plan).
   void on_sampled(RequestId id, int32_t token, bool finished);
 
   // The next step, or nothing when there is neither work nor anything to release. One step
@@ -62,7 +63,9 @@ class BatchPlanner {
     int blocks = 0;
     size_t prefilled = 0;               // prompt tokens already sent to the worker
     std::optional<int32_t> next_input;  // sampled token to feed next step
+    int generated = 0;                  // tokens sampled so far
   };
+  int speculative_block(const Sequence& s, int budget) const;
   void add_prefill_chunk(RequestId id, Sequence& s, int& budget, StepPlan& plan);
   int blocks_for(const Sequence& s) const;
 

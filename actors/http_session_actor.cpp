@@ -75,7 +75,8 @@ caf::behavior http_session(Self* self, SessionContext ctx, SessionLimits limits,
           st.responder->finish();
         } else {
           st.responder->respond(200, "application/json",
-                                render_openai_response(st.openai, st.text, reason, {d.prompt_tokens, d.completion_tokens}));
+                                render_openai_response(st.openai, st.text, reason,
+                                                       {d.prompt_tokens, d.completion_tokens, d.acceptance}));
         }
         self->quit();
       },

@@ -58,6 +58,7 @@ struct DoneEvent {
   int completion_tokens = 0;
   double time_to_first_token_s = 0;
   double total_s = 0;
+  double acceptance = 0;  // speculative decoding: mean tokens per verify round (tau); 0 without
 };
 
 struct FailedEvent {
@@ -76,6 +77,7 @@ struct SchedulerStats {
   double last_step_s = 0;          // the worker's time for the last step
   bool draining = false;
   uint64_t worker_restarts = 0;    // times the worker died and was spawned again
+  uint64_t speculative_rounds = 0, speculative_tokens = 0;  // since start: tau = tokens / rounds
 };
 
 struct RequestSummary {

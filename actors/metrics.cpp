@@ -52,10 +52,17 @@ MetricsRegistry::MetricsRegistry() {
   family("ultraserve_kv_blocks_free", "gauge", "KV cache blocks free.");
   family("ultraserve_queue_depth", "gauge", "Requests waiting for admission.");
   family("ultraserve_open_connections", "gauge", "Open client connections.");
+  family("ultraserve_speculative_acceptance_length", "histogram",
+         "Tokens each DFlash verify round gave (tau: accepted proposals + the target's own).");
+  family("ultraserve_draft_seconds", "histogram", "DFlash draft time per step (steps with speculative rounds).");
+  family("ultraserve_verify_seconds", "histogram", "Target time per step with speculative rounds (the verify pass).");
   histograms_.emplace("ultraserve_time_to_first_token_seconds", Histogram(kLatencyBuckets));
   histograms_.emplace("ultraserve_inter_token_latency_seconds", Histogram(kLatencyBuckets));
   histograms_.emplace("ultraserve_step_seconds", Histogram(kLatencyBuckets));
   histograms_.emplace("ultraserve_batch_size", Histogram({1, 2, 4, 8, 16, 32, 64, 128, 256, 512}));
+  histograms_.emplace("ultraserve_speculative_acceptance_length", Histogram({1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16}));
+  histograms_.emplace("ultraserve_draft_seconds", Histogram(kLatencyBuckets));
+  histograms_.emplace("ultraserve_verify_seconds", Histogram(kLatencyBuckets));
   for (const char* gauge : {"ultraserve_prompt_tokens_total", "ultraserve_generated_tokens_total",
                             "ultraserve_kv_blocks_used", "ultraserve_kv_blocks_free", "ultraserve_queue_depth",
                             "ultraserve_open_connections"})

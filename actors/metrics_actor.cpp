@@ -20,6 +20,11 @@ caf::behavior metrics_actor(caf::stateful_actor<MetricsState>* self) {
         r.histogram("ultraserve_step_seconds").observe(o.seconds);
         r.histogram("ultraserve_batch_size").observe(o.batch_size);
         for (double s : o.inter_token_s) r.histogram("ultraserve_inter_token_latency_seconds").observe(s);
+        for (int n : o.round_tokens) r.histogram("ultraserve_speculative_acceptance_length").observe(n);
+        if (!o.round_tokens.empty()) {
+          r.histogram("ultraserve_draft_seconds").observe(o.draft_seconds);
+          r.histogram("ultraserve_verify_seconds").observe(o.seconds - o.draft_seconds);
+        }
         r.set("ultraserve_kv_blocks_used", o.kv_blocks_used);
         r.set("ultraserve_kv_blocks_free", o.kv_blocks_total - o.kv_blocks_used);
         r.set("ultraserve_queue_depth", static_cast<double>(o.queued));

@@ -19,6 +19,8 @@ struct StepObservation {
   int kv_blocks_used = 0, kv_blocks_total = 0;
   size_t queued = 0;
   std::vector<double> inter_token_s;  // for each decode token: time since the request's previous token
+  double draft_seconds = 0;           // of `seconds`, the DFlash draft's proposals
+  std::vector<int> round_tokens;      // for each speculative round: tokens it gave (its acceptance length)
 };
 
 struct RequestObservation {

@@ -23,6 +23,7 @@ struct ActiveRequest {
   int prompt_tokens;
   clock::time_point submitted;
   std::optional<clock::time_point> first_token, last_token;
+  int speculative_rounds = 0, speculative_tokens = 0;  // for tau
 };
 
 struct SchedulerState {
@@ -31,7 +32,8 @@ struct SchedulerState {
   std::map<caf::actor_addr, std::set<RequestId>> by_session;
   WorkerSpawner spawn_worker;
   caf::actor worker, metrics;
-  uint64_t worker_restarts = 0, worker_epoch = 0;  // the epoch tells a dead worker's answers apart
+  uint64_t worker_restarts = 0, worker_epoch = 0;
+  uint64_t speculative_rounds = 0, speculative_tokens = 0;  // the epoch tells a dead worker's answers apart
   std::set<caf::actor_addr> retired_workers;       // dead workers whose exit may still arrive
   std::shared_ptr<const Tokenizer> tokenizer;
   bool step_in_flight = false;
@@ -69,7 +71,8 @@ void send_done(Self* self, RequestId id, FinishReason reason) {
   ActiveRequest r = retire(self, id);
   const auto now = clock::now();
   DoneEvent done{id, reason, r.prompt_tokens, static_cast<int>(r.generation.tokens().size()),
-                 r.first_token ? seconds(*r.first_token - r.submitted) : 0.0, seconds(now - r.submitted)};
+                 r.first_token ? seconds(*r.first_token - r.submitted) : 0.0, seconds(now - r.submitted),
+                 r.speculative_rounds ? double(r.speculative_tokens) / r.speculative_rounds : 0.0};
   observe(self, {finish_reason_name(reason), done.prompt_tokens, done.completion_tokens,
                  r.first_token ? done.time_to_first_token_s : -1.0});
   self->send(r.session, done_atom::value, std::move(done));
@@ -97,6 +100,18 @@ void on_step_result(Self* self, const StepPlan& plan, const StepResult& result) 
   obs.batch_size = static_cast<int>(plan.entries.size());
   for (const auto& e : plan.entries) obs.tokens += static_cast<int>(e.tokens.size());
   obs.seconds = result.seconds;
+  obs.draft_seconds = result.draft_seconds;
+  // A speculative entry's tokens come in a run: count its round and the tokens it gave (tau).
+  std::map<RequestId, int> round_tokens;
+  for (const auto& e : plan.entries)
+    if (e.speculate >= 2) round_tokens[e.id] = 0;
+  for (const SampledToken& s : result.sampled)
+    if (auto it = round_tokens.find(s.id); it != round_tokens.end()) ++it->second;
+  for (const auto& [id, n] : round_tokens) {
+    obs.round_tokens.push_back(n);
+    ++st.speculative_rounds, st.speculative_tokens += n;
+    if (auto it = st.active.find(id); it != st.active.end()) ++it->second.speculative_rounds, it->second.speculative_tokens += n;
+  }
   for (const SampledToken& s : result.sampled) {
     auto it = st.active.find(s.id);
     if (it == st.active.end()) continue;  // cancelled while the step ran
@@ -275,7 +290,9 @@ caf::behavior scheduler(Self* self, WorkerSpawner spawn_worker, std::shared_ptr<
                               .step_in_flight = st.step_in_flight,
                               .last_step_s = st.last_step_s,
                               .draining = st.draining,
-                              .worker_restarts = st.worker_restarts};
+                              .worker_restarts = st.worker_restarts,
+                              .speculative_rounds = st.speculative_rounds,
+                              .speculative_tokens = st.speculative_tokens};
       },
       [self](requests_atom) { return list_requests(self); },
       [self](revoke_atom, RequestId id) { return cancel_request(self, id); },

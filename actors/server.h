@@ -22,6 +22,8 @@ namespace ultraserve {
 
 struct ServerSettings {
   std::filesystem::path model;
+  std::filesystem::path draft;  // a DFlash draft for the model ("": none)
+  bool no_draft = false;        // serve without it even when configured
   size_t threads = 0;          // CPU worker threads (0: one per core)
   size_t kv_memory_mb = 1024;  // CPU KV cache size when kv_blocks is 0 (a GPU fills its memory fraction)
   DeviceSettings devices;

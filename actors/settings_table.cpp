@@ -27,6 +27,7 @@ const SettingSpec kSettings[] = {
     {"max-batch", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.max_batch; }},
     {"max-step-tokens", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.max_step_tokens; }},
     {"max-queued", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.max_queued; }},
+    {"block-size", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.block_size; }},
     {"max-tokens-limit", nullptr, [](ServerSettings& s) -> FieldRef { return &s.request.max_tokens; }},
     {"default-max-tokens", nullptr, [](ServerSettings& s) -> FieldRef { return &s.request.default_max_tokens; }},
     {"max-prompt-bytes", nullptr, [](ServerSettings& s) -> FieldRef { return &s.request.max_prompt_bytes; }},
@@ -123,6 +124,10 @@ std::string check_settings(const ServerSettings& s, const std::string& p) {
                ? ""
                : p + "max-step-tokens must be >= " + p + "max-batch (every running sequence decodes each step)",
            positive(s.planner.max_queued > 0, "max-queued"),
+           s.planner.block_size == 0 || (s.planner.block_size >= 2 && s.planner.block_size <= 64)
+               ? ""
+               : p + "block-size must be 0 (no speculation) or in [2, 64]",
+           s.planner.block_size == 0 || !s.draft.empty() ? "" : p + "block-size needs a draft (--draft DIR)",
            positive(s.net.max_connections > 0, "max-connections"),
            positive(s.request.max_tokens > 0, "max-tokens-limit"),
            s.request.default_max_tokens > 0 && s.request.default_max_tokens <= s.request.max_tokens

@@ -23,6 +23,10 @@ struct StepEntry {
   RequestId id;
   std::vector<int32_t> tokens;  // a prompt chunk, or the last sampled token
   bool sample;                  // sample the next token after these (false for a non-final prompt chunk)
+  // >= 2: a speculative round on the last sampled token: the worker's draft proposes
+  // speculate - 1 tokens after it, the target verifies them in this pass, and the entry yields
+  // 1..speculate tokens (the accepted ones, then the target's own).
+  int speculate = 0;
 };
 
 // Applied in this order: release (KV blocks of finished or cancelled requests back to the
@@ -39,8 +43,11 @@ struct SampledToken {
 };
 
 struct StepResult {
-  std::vector<SampledToken> sampled;  // one per entry with sample == true, in entry order
-  double seconds = 0;                 // time the worker spent on the step
+  // One per entry with sample == true, in entry order; a speculative entry's tokens follow
+  // each other, in order.
+  std::vector<SampledToken> sampled;
+  double seconds = 0;        // time the worker spent on the step
+  double draft_seconds = 0;  // of which the draft's proposals (speculative entries only)
 };
 
 }  // namespace ultraserve

@@ -1,5 +1,6 @@
 #include "actors/worker_factory.h"
 
+#include <cstdio>
 #include <stdexcept>
 
 #include "actors/gpu_worker.h"
@@ -49,9 +50,17 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
     const int blocks = planner.kv_blocks
                            ? planner.kv_blocks
                            : static_cast<int>(std::max<size_t>(1, (s.kv_memory_mb << 20) / block_bytes));
+    std::optional<LoadedDraft> draft;
+    if (!s.draft.empty() && !s.no_draft) {
+      draft = load_draft(s.draft);
+      check_draft_fits(draft->config, config, (s.draft / "config.json").string());
+    }
     return std::make_unique<CpuWorker>(config, std::move(model.weights), sampleable_vocab, blocks,
-                                       planner.kv_block_size, s.threads);
+                                       planner.kv_block_size, s.threads, std::move(draft));
   }
+  if (!s.draft.empty() && !s.no_draft)
+    std::fprintf(stderr, "ultraserve: DFlash on the GPU is not built yet: serving %s without the draft\n",
+                 ("cuda:" + std::to_string(device)).c_str());
   gpu::GpuModelOptions o;
   o.device = device;
   o.experts = expert_format(s.devices.gpu_experts);

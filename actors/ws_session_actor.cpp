@@ -101,6 +101,7 @@ caf::behavior ws_session(Self* self, SessionContext ctx, std::shared_ptr<WsSink>
         e.completion_tokens = d.completion_tokens;
         e.time_to_first_token_s = d.time_to_first_token_s;
         e.total_s = d.total_s;
+        e.acceptance = d.acceptance;
         self->state.sink->send(std::move(e));
       },
       [self](failed_atom, const FailedEvent& f) {

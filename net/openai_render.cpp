@@ -50,7 +50,9 @@ std::string render_openai_response(const OpenAiContext& ctx, const std::string& 
   finish(w, finish_reason);
   w.end_object().end_array();
   w.key("usage").begin_object().field("prompt_tokens", usage.prompt_tokens).field("completion_tokens", usage.completion_tokens)
-      .field("total_tokens", usage.prompt_tokens + usage.completion_tokens).end_object();
+      .field("total_tokens", usage.prompt_tokens + usage.completion_tokens);
+  if (usage.acceptance > 0) w.field("acceptance_length", usage.acceptance);
+  w.end_object();
   w.end_object();
   return w.take();
 }

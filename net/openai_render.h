@@ -17,6 +17,7 @@ struct OpenAiContext {
 
 struct Usage {
   int prompt_tokens = 0, completion_tokens = 0;
+  double acceptance = 0;  // tau of speculative decoding; 0 (left out) without a draft
 };
 
 // One streamed chunk: a text delta (finish_reason empty), or the last chunk (finish_reason set).

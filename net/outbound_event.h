@@ -20,6 +20,7 @@ struct OutboundEvent {
   std::string finish_reason;
   int prompt_tokens = 0, completion_tokens = 0;
   double time_to_first_token_s = 0, total_s = 0;
+  double acceptance = 0;  // tau of a speculative request, else 0
   // error
   std::string code, message;
 

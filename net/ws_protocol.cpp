@@ -14,7 +14,9 @@ std::string render_ws_event(const OutboundEvent& e) {
     case OutboundEvent::Kind::done: {
       const double decode_s = e.total_s - e.time_to_first_token_s;
       w.field("type", "done").field("id", e.id).field("finish_reason", e.finish_reason);
-      w.key("usage").begin_object().field("prompt_tokens", e.prompt_tokens).field("completion_tokens", e.completion_tokens).end_object();
+      w.key("usage").begin_object().field("prompt_tokens", e.prompt_tokens).field("completion_tokens", e.completion_tokens);
+      if (e.acceptance > 0) w.field("acceptance_length", e.acceptance);  // tau, with a draft
+      w.end_object();
       w.field("time_to_first_token_ms", e.time_to_first_token_s * 1e3);
       w.field("tokens_per_second", decode_s > 0 ? (e.completion_tokens - 1) / decode_s : 0.0);
       break;

@@ -26,6 +26,7 @@ class ServerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new testing::ScratchDir;
     model_ = testing::make_checkpoint(*dir_, "moe_topk2_norm.json", 21);
+    draft_ = testing::make_checkpoint(*dir_, "dflash_draft_moe_topk2.json", 5);
   }
   static void TearDownTestSuite() { delete dir_; }
 
@@ -65,7 +66,9 @@ class ServerTest : public ::testing::Test {
   }
   // KV blocks come back within a step; allow the scheduler a moment to run it.
   void expect_kv_drains() {
-    for (int i = 0; i < 200 && kv_blocks_used() != 0; ++i) std::this_thread::sleep_for(10ms);
+    // Two seconds, stretched by ULTRASERVE_TEST_TIME_SCALE (tests/test_time.h).
+    const auto deadline = std::chrono::steady_clock::now() + testing::scaled(2s);
+    while (kv_blocks_used() != 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
     EXPECT_EQ(kv_blocks_used(), 0);
   }
 
@@ -76,7 +79,7 @@ class ServerTest : public ::testing::Test {
   }
 
   static inline testing::ScratchDir* dir_ = nullptr;
-  static inline std::filesystem::path model_;
+  static inline std::filesystem::path model_, draft_;
   caf::actor_system_config config_;
   caf::actor_system system_{config_};
   std::unique_ptr<Server> server_;
@@ -97,6 +100,33 @@ TEST_F(ServerTest, StreamsGreedyTokensThatMatchTheModel) {
   EXPECT_EQ(tokens_of(events), reference("Hello world", 12));
   EXPECT_EQ(events.back().completion_tokens, static_cast<int>(tokens_of(events).size()));
   EXPECT_TRUE(events.back().finish_reason == "length" || events.back().finish_reason == "stop");
+  expect_kv_drains();
+}
+
+TEST_F(ServerTest, SpeculativeServingIsLossless) {
+  // With a DFlash draft every decode is a draft/verify round, batched with the prompt chunks of
+  // newcomers and the plain last decodes of requests near their max_tokens: greedy output is
+  // still the model's own, each done carries its acceptance length, and /metrics has the rounds.
+  ServerSettings s;
+  s.draft = draft_;
+  s.planner.block_size = 4;
+  start(s);
+  std::vector<std::unique_ptr<WsClient>> clients;  // one each: all in one batch, read in any order
+  for (int i = 0; i < 12; ++i) {
+    clients.push_back(std::make_unique<WsClient>(port()));
+    clients[i]->send(generate_msg("s" + std::to_string(i), "speculate " + std::to_string(i), 10 + i));
+  }
+  for (int i = 0; i < 12; ++i) {
+    const auto events = clients[i]->read_until_done("s" + std::to_string(i));
+    ASSERT_EQ(events.back().type, "done") << events.back().message;
+    EXPECT_EQ(tokens_of(events), reference("speculate " + std::to_string(i), 10 + i)) << i;
+  }
+  const auto metrics = testing::http_request(port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("ultraserve_speculative_acceptance_length_count"), std::string::npos);
+  EXPECT_NE(metrics.find("ultraserve_draft_seconds_count"), std::string::npos);
+  const auto body = testing::http_request(port(), "POST", "/v1/completions",
+                                          R"({"prompt":"speculate","max_tokens":6,"temperature":0})").body;
+  EXPECT_NE(body.find("\"acceptance_length\":"), std::string::npos) << body;
   expect_kv_drains();
 }
 

@@ -20,7 +20,7 @@ namespace {
 // the defaults live in one place (the structs). docs/configuration.md explains each.
 struct ServeOptions : CommandOptions {
   ServerSettings s;
-  std::string model;
+  std::string model, draft;
   AdminSettings admin;
   bool no_admin = false;
   bool shell = false;
@@ -28,6 +28,9 @@ struct ServeOptions : CommandOptions {
   ServeOptions() : CommandOptions("ultraserve serve --model DIR [--host H] [--port P] [--config-file FILE] [limits...]") {
     options()
         .add(model, "model", "HF checkpoint directory")
+        .add(draft, "draft", "a DFlash draft for the model: speculative decoding (lossless)")
+        .add(s.no_draft, "no-draft", "serve without the draft even when one is configured")
+        .add(s.planner.block_size, "block-size", "speculative block, anchor included (0: the draft's; live)")
         .add(s.net.host, "host", "address to listen on (127.0.0.1: this machine only)")
         .add(s.net.port, "port", "TCP port (0: any free port)")
         .add(s.devices.device, "device", "auto (a GPU if there is one), cpu, cuda or cuda:N")
@@ -82,14 +85,19 @@ struct ServeOptions : CommandOptions {
       throw UsageError(e.what());
     }
     // The limits' rules are shared with the admin console's `set` (actors/settings_table.h).
-    const std::string limits_problem = check_settings(s, "--");
+    ServerSettings checked = s;
+    checked.draft = no_draft_path() ? std::filesystem::path() : std::filesystem::path(draft);
+    const std::string limits_problem = check_settings(checked, "--");
     require(limits_problem.empty(), limits_problem);
     const std::string admin_problem = check_admin_settings(admin_settings());
     require(admin_problem.empty(), admin_problem);
     ServerSettings out = s;
     out.model = model;
+    out.draft = no_draft_path() ? std::filesystem::path() : std::filesystem::path(draft);
     return out;
   }
+
+  bool no_draft_path() const { return draft.empty() || s.no_draft; }
 
   AdminSettings admin_settings() const {
     AdminSettings a = admin;
