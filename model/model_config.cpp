@@ -209,6 +209,11 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
   c.tie_word_embeddings = f.bool_or("tie_word_embeddings", false);
   c.eos_token_ids = f.int_list("eos_token_id", 0, c.vocab_size - 1);
 
+  // q_dim() and kv_dim() are ints: heads x head_dim must fit (2^20 heads of 2^20 each passed the
+  // per-field checks and overflowed, undefined behaviour; found while fuzzing).
+  if (int64_t(c.num_attention_heads) * c.head_dim > (int64_t(1) << 30))
+    f.fail("head_dim", "num_attention_heads x head_dim (" + std::to_string(c.num_attention_heads) + " x " +
+                           std::to_string(c.head_dim) + ") is larger than 2^30");
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     f.fail("num_key_value_heads", "must divide num_attention_heads");
   if (c.head_dim % 2 != 0) f.fail("head_dim", "must be even (RoPE rotates pairs)");
@@ -226,8 +231,13 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
     c.norm_topk_prob = f.bool_or("norm_topk_prob", false);
     for (int32_t l : f.int_list("mlp_only_layers", 0, c.num_hidden_layers - 1)) c.mlp_only_layers.push_back(l);
   }
-  bool any_dense = false;
-  for (int l = 0; l < c.num_hidden_layers; ++l) any_dense |= !c.is_moe_layer(l);
+  // Whether some layer has a dense MLP, without visiting every layer: num_hidden_layers may be
+  // up to 2^30, and a loop calling is_moe_layer() (a search of mlp_only_layers) on each took
+  // minutes for such a file before failing further on (found while fuzzing). A layer is dense
+  // when the model has no experts, when it is listed in mlp_only_layers (entries are checked
+  // to be layers), or when (layer + 1) % decoder_sparse_step != 0, which holds for layer 0
+  // whenever the step is above 1.
+  const bool any_dense = c.num_experts == 0 || !c.mlp_only_layers.empty() || c.decoder_sparse_step > 1;
   c.intermediate_size = any_dense ? f.positive_int("intermediate_size") : f.int_or("intermediate_size", 0, 0, 1 << 30);
   if (is_dflash_draft(f)) c.dflash = read_dflash(f, c);
   return c;

@@ -1,3 +1,5 @@
+#include <chrono>
+
 #include "model/error.h"
 #include "model/model_config.h"
 #include "tests/test_support.h"
@@ -74,6 +76,39 @@ TEST(ModelConfig, FuzzFindings) {
       R"("num_attention_heads": 20, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}, "eos_token_id": [1, 2]})";
   EXPECT_THROW_WITH(ModelConfig::parse(heads_over_hidden, "config.json"), "config.json: head_dim: missing",
                     "hidden_size / num_attention_heads (8 / 20) is 0");
+
+  // 2^20 heads of 2^20 each: every field in range, but q_dim() overflowed int (UBSan).
+  const std::string huge_q_dim =
+      R"({"model_type":"qwen3","vocab_size":16,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,)"
+      R"("num_attention_heads":1048576,"head_dim":1048576})";
+  EXPECT_THROW_WITH(ModelConfig::parse(huge_q_dim, "config.json"), "config.json: head_dim: ",
+                    "num_attention_heads x head_dim (1048576 x 1048576) is larger than 2^30");
+
+  // 2^30 layers with a list of mlp_only_layers: parse() searched the list once per layer
+  // (minutes; a libFuzzer timeout). Now it answers at once, with the same result.
+  const std::string many_layers =
+      R"({"model_type":"qwen3_moe","vocab_size":16,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1073741824,)"
+      R"("num_attention_heads":2,"num_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4,)"
+      R"("mlp_only_layers":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32]})";
+  const auto start = std::chrono::steady_clock::now();
+  const ModelConfig c = ModelConfig::parse(many_layers, "config.json");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  EXPECT_EQ(c.intermediate_size, 8);
+  EXPECT_TRUE(c.is_moe_layer(0));
+  EXPECT_FALSE(c.is_moe_layer(1));
+}
+
+// Which configs need intermediate_size (some layer is dense) - the rule parse() now applies
+// without visiting the layers.
+TEST(ModelConfig, IntermediateSizeIsRequiredExactlyWhenSomeLayerIsDense) {
+  const std::string moe = R"({"model_type":"qwen3_moe","vocab_size":16,"hidden_size":8,"num_hidden_layers":3,)"
+                          R"("num_attention_heads":2,"num_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4)";
+  EXPECT_EQ(ModelConfig::parse(moe + "}", "config.json").intermediate_size, 0);  // every layer routed
+  EXPECT_THROW_WITH(ModelConfig::parse(moe + R"(,"decoder_sparse_step":2})", "config.json"), "intermediate_size: missing");
+  EXPECT_THROW_WITH(ModelConfig::parse(moe + R"(,"mlp_only_layers":[2]})", "config.json"), "intermediate_size: missing");
+  EXPECT_THROW_WITH(ModelConfig::parse(R"({"model_type":"qwen3","vocab_size":16,"hidden_size":8,"num_hidden_layers":1,)"
+                                       R"("num_attention_heads":2})", "config.json"),
+                    "intermediate_size: missing");
 }
 
 }  // namespace
