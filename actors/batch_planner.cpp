@@ -57,8 +57,15 @@ void BatchPlanner::on_sampled(RequestId id, int32_t token, bool finished) {
 // the request's KV budget (positions < prompt + max_tokens) and the step's token budget; below
 // 2 there is nothing to verify and the decode is plain.
 int BatchPlanner::speculative_block(const Sequence& s, int budget) const {
-  const int block = std::min({limits_.block_size, s.max_tokens - s.generated + 1, budget});
+  const int wanted = limits_.adaptive_block
+                         ? block_policy_.choose(s.acceptance.rate(), limits_.block_size, static_cast<int>(running_.size()))
+                         : limits_.block_size;
+  const int block = std::min({wanted, s.max_tokens - s.generated + 1, budget});
   return block >= 2 ? block : 0;
+}
+
+void BatchPlanner::on_round(RequestId id, int block, int tokens) {
+  if (auto it = sequences_.find(id); it != sequences_.end()) it->second.acceptance.observe(block - 1, tokens);
 }
 
 void BatchPlanner::add_prefill_chunk(RequestId id, Sequence& s, int& budget, StepPlan& plan) {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <vector>
 
+#include "actors/block_size_policy.h"
 #include "actors/step.h"
 
 namespace ultraserve {
@@ -24,6 +25,7 @@ struct PlannerLimits {
   int kv_block_size = 16;         // positions per block
   size_t max_queued = 1024;       // waiting requests before new ones are refused as overloaded
   int block_size = 0;             // speculative block (anchor included) for decodes; 0: none
+  bool adaptive_block = false;    // choose each round's block (<= block_size) from measured costs
 };
 
 class BatchPlanner {
@@ -46,6 +48,11 @@ class BatchPlanner {
   // is in flight at a time: call again only after the last one's tokens were recorded.
   std::optional<StepPlan> next_step();
 
+  // What the last step cost and, for each speculative round in it, what it gave: the measures
+  // the adaptive block size follows.
+  void on_step_cost(double seconds, int tokens) { block_policy_.observe_step(seconds, tokens); }
+  void on_round(RequestId id, int block, int tokens);
+
   int kv_blocks_used() const { return kv_used_; }
   int kv_blocks_total() const { return limits_.kv_blocks; }
   size_t queued() const { return waiting_.size(); }
@@ -64,12 +71,14 @@ class BatchPlanner {
     size_t prefilled = 0;               // prompt tokens already sent to the worker
     std::optional<int32_t> next_input;  // sampled token to feed next step
     int generated = 0;                  // tokens sampled so far
+    AcceptanceRate acceptance;          // of its draft's proposals
   };
   int speculative_block(const Sequence& s, int budget) const;
   void add_prefill_chunk(RequestId id, Sequence& s, int& budget, StepPlan& plan);
   int blocks_for(const Sequence& s) const;
 
   PlannerLimits limits_;
+  BlockSizePolicy block_policy_;
   std::deque<RequestId> waiting_;
   std::map<RequestId, Sequence> sequences_;  // waiting and running
   std::vector<RequestId> running_;           // admission order

@@ -98,16 +98,19 @@ void on_step_result(Self* self, const StepPlan& plan, const StepResult& result) 
   st.last_step_s = result.seconds;
   StepObservation obs;
   obs.batch_size = static_cast<int>(plan.entries.size());
-  for (const auto& e : plan.entries) obs.tokens += static_cast<int>(e.tokens.size());
+  for (const auto& e : plan.entries) obs.tokens += e.speculate >= 2 ? e.speculate : static_cast<int>(e.tokens.size());
   obs.seconds = result.seconds;
   obs.draft_seconds = result.draft_seconds;
   // A speculative entry's tokens come in a run: count its round and the tokens it gave (tau).
-  std::map<RequestId, int> round_tokens;
+  std::map<RequestId, std::pair<int, int>> rounds;  // id -> (block, tokens it gave)
   for (const auto& e : plan.entries)
-    if (e.speculate >= 2) round_tokens[e.id] = 0;
+    if (e.speculate >= 2) rounds[e.id] = {e.speculate, 0};
   for (const SampledToken& s : result.sampled)
-    if (auto it = round_tokens.find(s.id); it != round_tokens.end()) ++it->second;
-  for (const auto& [id, n] : round_tokens) {
+    if (auto it = rounds.find(s.id); it != rounds.end()) ++it->second.second;
+  st.planner->on_step_cost(result.seconds, obs.tokens);
+  for (const auto& [id, round] : rounds) {
+    const auto [block, n] = round;
+    st.planner->on_round(id, block, n);
     obs.round_tokens.push_back(n);
     ++st.speculative_rounds, st.speculative_tokens += n;
     if (auto it = st.active.find(id); it != st.active.end()) ++it->second.speculative_rounds, it->second.speculative_tokens += n;

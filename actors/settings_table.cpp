@@ -9,7 +9,7 @@ namespace ultraserve {
 namespace {
 
 using Duration = std::chrono::steady_clock::duration;
-using FieldRef = std::variant<int*, size_t*, uint16_t*, Duration*, std::string*>;
+using FieldRef = std::variant<int*, size_t*, uint16_t*, Duration*, std::string*, bool*>;
 
 struct SettingSpec {
   const char* key;
@@ -28,6 +28,7 @@ const SettingSpec kSettings[] = {
     {"max-step-tokens", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.max_step_tokens; }},
     {"max-queued", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.max_queued; }},
     {"block-size", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.block_size; }},
+    {"adaptive-block-size", nullptr, [](ServerSettings& s) -> FieldRef { return &s.planner.adaptive_block; }},
     {"max-tokens-limit", nullptr, [](ServerSettings& s) -> FieldRef { return &s.request.max_tokens; }},
     {"default-max-tokens", nullptr, [](ServerSettings& s) -> FieldRef { return &s.request.default_max_tokens; }},
     {"max-prompt-bytes", nullptr, [](ServerSettings& s) -> FieldRef { return &s.request.max_prompt_bytes; }},
@@ -77,6 +78,7 @@ std::string format(const FieldRef& field) {
       [](auto* p) -> std::string {
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, std::string>) return *p;
+        else if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
         else if constexpr (std::is_same_v<T, Duration>) return format_duration(*p);
         else return std::to_string(*p);
       },
@@ -91,6 +93,10 @@ std::string parse_into(const FieldRef& field, std::string_view key, std::string_
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, std::string>) {
           *p = std::string(text);
+          return {};
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (text != "true" && text != "false") return std::string(key) + " takes true or false, not '" + std::string(text) + "'";
+          *p = text == "true";
           return {};
         } else if constexpr (std::is_same_v<T, Duration>) {
           const caf::timespan* d = value ? caf::get_if<caf::timespan>(&*value) : nullptr;

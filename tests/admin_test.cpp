@@ -95,10 +95,11 @@ class AdminTest : public ::testing::Test {
 
   int64_t status_field(const char* key) { return int64_t(admin_json("status")[key]); }
 
-  // Polls `check` (each poll is a full admin round trip) until it holds; false after a minute.
+  // Polls `check` (each poll is a full admin round trip) until it holds; false after a minute
+  // (times ULTRASERVE_TEST_TIME_SCALE).
   template <class F>
   bool eventually(F check) {
-    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    const auto deadline = std::chrono::steady_clock::now() + testing::scaled(60s);
     while (!check()) {
       if (std::chrono::steady_clock::now() > deadline) return false;
       std::this_thread::sleep_for(10ms);
@@ -212,6 +213,9 @@ TEST_F(AdminTest, UnknownCommandsAndBadArgumentsSayWhatIsWrong) {
       {"set max-batch 1000", "max-step-tokens must be >= max-batch"},
       {"set request-timeout 5", "request-timeout takes a duration"},
       {"set kv-block-size 32", "kv-block-size cannot change while serving"},
+      {"set block-size 4", "block-size needs a draft"},  // this server has none
+      {"set block-size 1", "block-size must be 0 (no speculation) or in [2, 64]"},
+      {"set adaptive-block-size maybe", "adaptive-block-size takes true or false"},
       {"set bogus 1", "unknown setting 'bogus'"},
       {"get bogus", "unknown setting 'bogus'"},
       {"help bogus", "unknown command 'bogus'"},

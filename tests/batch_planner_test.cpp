@@ -128,5 +128,67 @@ TEST(BatchPlanner, DecodesComeBeforeNewPrefills) {
   EXPECT_EQ(s->entries[1].tokens.size(), 3u);  // then what is left of the budget
 }
 
+TEST(BatchPlanner, SpeculativeDecodesStayInsideTheKvAndStepBudgets) {
+  PlannerLimits l = small_limits();
+  l.block_size = 6;
+  l.kv_blocks = 16;
+  BatchPlanner p(l);
+  ASSERT_EQ(p.submit(1, prompt(2), 4, {}), BatchPlanner::Admission::queued);
+  ASSERT_TRUE(p.next_step());  // prefill
+  p.on_sampled(1, 5, false);   // 1 of 4 generated: the verify pass may write 4 more positions
+  auto s = p.next_step();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->entries[0].speculate, 4);
+  for (int32_t t : {6, 7, 8}) p.on_sampled(1, t, false);  // 4 of 4: nothing left to verify
+  EXPECT_EQ(p.next_step()->entries[0].speculate, 0);
+}
+
+// A fitted cost of a + b * tokens seconds per step.
+void fit(BlockSizePolicy& p, double a, double b) {
+  for (int i = 0; i < 40; ++i) p.observe_step(a + b * (1 + i % 16), 1 + i % 16);
+}
+
+TEST(BlockSizePolicy, ChoosesTheBlockWithTheMostTokensPerSecond) {
+  BlockSizePolicy p;
+  EXPECT_EQ(p.choose(0.9, 16, 1), 16) << "no measurements yet: the configured block";
+  fit(p, 1e-3, 1e-4);  // a fixed step cost that a block shares out
+  ASSERT_TRUE(p.fitted());
+  // alpha 0.9 at 1 + 0.1 B ms: E(B) / cost peaks at B = 11.
+  EXPECT_EQ(p.choose(0.9, 16, 1), 11);
+  EXPECT_EQ(p.choose(0.9, 8, 1), 8) << "never above the configured block";
+  EXPECT_EQ(p.choose(0.05, 16, 1), 0) << "proposals that fail cost more than they give";
+  // When tokens are what costs (a MoE verify pass reading many experts), blocks shrink.
+  BlockSizePolicy expensive;
+  fit(expensive, 1e-4, 1e-3);
+  EXPECT_EQ(expensive.choose(0.5, 16, 1), 0);
+  EXPECT_GE(expensive.choose(0.99, 16, 1), 2);
+}
+
+TEST(BlockSizePolicy, AcceptanceFollowsRecentRounds) {
+  AcceptanceRate r;
+  EXPECT_DOUBLE_EQ(r.rate(), 0.5);
+  for (int i = 0; i < 20; ++i) r.observe(7, 8);  // every proposal accepted
+  EXPECT_GT(r.rate(), 0.95);
+  for (int i = 0; i < 40; ++i) r.observe(7, 1);  // the first one rejected
+  EXPECT_LT(r.rate(), 0.2);
+}
+
+TEST(BatchPlanner, AdaptiveBlockFollowsTheRequestsAcceptance) {
+  PlannerLimits l = small_limits();
+  l.block_size = 8;
+  l.adaptive_block = true;
+  l.kv_blocks = 64;
+  l.max_step_tokens = 64;
+  BatchPlanner p(l);
+  ASSERT_EQ(p.submit(1, prompt(2), 200, {}), BatchPlanner::Admission::queued);
+  ASSERT_TRUE(p.next_step());
+  p.on_sampled(1, 5, false);
+  EXPECT_EQ(p.next_step()->entries[0].speculate, 8) << "before any measurement";
+  for (int i = 0; i < 40; ++i) p.on_step_cost(1e-3 + 1e-4 * (1 + i % 8), 1 + i % 8);
+  for (int i = 0; i < 30; ++i) p.on_round(1, 8, 1);  // its draft is always wrong
+  p.on_sampled(1, 6, false);
+  EXPECT_EQ(p.next_step()->entries[0].speculate, 0) << "plain decodes serve it better";
+}
+
 }  // namespace
 }  // namespace ultraserve

@@ -31,6 +31,7 @@ struct ServeOptions : CommandOptions {
         .add(draft, "draft", "a DFlash draft for the model: speculative decoding (lossless)")
         .add(s.no_draft, "no-draft", "serve without the draft even when one is configured")
         .add(s.planner.block_size, "block-size", "speculative block, anchor included (0: the draft's; live)")
+        .add(s.planner.adaptive_block, "adaptive-block-size", "choose each round's block (up to block-size) from measured costs")
         .add(s.net.host, "host", "address to listen on (127.0.0.1: this machine only)")
         .add(s.net.port, "port", "TCP port (0: any free port)")
         .add(s.devices.device, "device", "auto (a GPU if there is one), cpu, cuda or cuda:N")
