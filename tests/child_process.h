@@ -3,7 +3,8 @@
 // its stdin and one from its stdout and stderr together, or with a terminal (a pty) for all
 // three, where line editing is on. Reads wait for what the test expects
 // to see (a line, a prompt's answer) with a generous upper bound, never for a fixed time, so
-// a slow machine makes a test slower but not wrong.
+// a slow machine makes a test slower but not wrong. The bounds are stretched by
+// ULTRASERVE_TEST_TIME_SCALE (tests/test_time.h).
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,6 +20,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tests/test_time.h"
 
 namespace ultraserve::testing {
 
@@ -82,7 +85,7 @@ class ChildProcess {
   // Reads until `needle` appears after what earlier calls consumed; returns the text up to and
   // including it. Throws (with the output so far) when the child ends first or `limit` passes.
   std::string read_until(const std::string& needle, Seconds limit = Seconds(60)) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
+    const auto deadline = std::chrono::steady_clock::now() + scaled(limit);
     while (true) {
       if (size_t at = output_.find(needle, consumed_); at != std::string::npos) {
         std::string text = output_.substr(consumed_, at + needle.size() - consumed_);
@@ -107,7 +110,7 @@ class ChildProcess {
   // The exit code (128 + signal if killed); kills the child if it has not exited within `limit`.
   int wait(Seconds limit = Seconds(60)) {
     if (exit_code_) return *exit_code_;
-    const auto deadline = std::chrono::steady_clock::now() + limit;
+    const auto deadline = std::chrono::steady_clock::now() + scaled(limit);
     int status = 0;
     while (waitpid(pid_, &status, WNOHANG) == 0) {
       read_some(0);  // keep the pipe drained so the child never blocks writing

@@ -28,6 +28,7 @@
 #include "net/net_limits.h"
 #include "net/outbound_event.h"
 #include "net/service.h"
+#include "tests/test_time.h"
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -40,8 +41,9 @@ using namespace std::chrono_literals;
 namespace ultraserve {
 namespace {
 
-constexpr auto kClientDeadline = 5s;  // no single client operation may take longer
-constexpr auto kEventDeadline = 5s;   // nor may any awaited server-side event
+// Waiting limits only, so ULTRASERVE_TEST_TIME_SCALE stretches them under the sanitizers.
+const auto kClientDeadline = testing::scaled(5s);  // no single client operation may take longer
+const auto kEventDeadline = testing::scaled(5s);   // nor may any awaited server-side event
 
 // ---------------------------------------------------------------------------------------------
 // Awaiting server-side events.

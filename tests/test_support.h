@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "model/random_checkpoint.h"
+#include "tests/test_time.h"
 
 namespace ultraserve::testing {
 

@@ -62,7 +62,9 @@ class WorkerFaultTest : public ::testing::Test {
     return static_cast<int>(int64_t(p.parse(testing::http_request(port(), "GET", "/health").body)["kv_blocks_used"]));
   }
   void expect_kv_drains() {
-    for (int i = 0; i < 200 && kv_blocks_used() != 0; ++i) std::this_thread::sleep_for(10ms);
+    // Two seconds, stretched by ULTRASERVE_TEST_TIME_SCALE (tests/test_time.h).
+    const auto deadline = std::chrono::steady_clock::now() + testing::scaled(2s);
+    while (kv_blocks_used() != 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
     EXPECT_EQ(kv_blocks_used(), 0);
   }
   static std::string generate(const std::string& id, int max_tokens) {
