@@ -12,8 +12,9 @@ int BatchPlanner::blocks_for(const Sequence& s) const {
 }
 
 BatchPlanner::Admission BatchPlanner::submit(RequestId id, std::vector<int32_t> prompt, int max_tokens,
-                                             const SamplingParams& sampling) {
-  Sequence s{std::move(prompt), max_tokens, sampling, 0, 0, std::nullopt};
+                                             const SamplingParams& sampling, int block_size) {
+  Sequence s{std::move(prompt), max_tokens, sampling};
+  s.block_size = block_size;
   if (blocks_for(s) > limits_.kv_blocks) return Admission::too_large;
   if (waiting_.size() >= limits_.max_queued) return Admission::overloaded;
   sequences_.emplace(id, std::move(s));
@@ -60,7 +61,8 @@ int BatchPlanner::speculative_block(const Sequence& s, int budget) const {
   const int wanted = limits_.adaptive_block
                          ? block_policy_.choose(s.acceptance.rate(), limits_.block_size, static_cast<int>(running_.size()))
                          : limits_.block_size;
-  const int block = std::min({wanted, s.max_tokens - s.generated + 1, budget});
+  const int own = s.block_size >= 0 ? s.block_size : wanted;
+  const int block = std::min({wanted, own, s.max_tokens - s.generated + 1, budget});
   return block >= 2 ? block : 0;
 }
 

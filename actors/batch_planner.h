@@ -34,7 +34,10 @@ class BatchPlanner {
 
   enum class Admission { queued, overloaded, too_large };
   // too_large: the request's KV budget exceeds the whole pool, so it could never run.
-  Admission submit(RequestId id, std::vector<int32_t> prompt, int max_tokens, const SamplingParams& sampling);
+  // `block_size`: the request's own speculative block (0: plain decoding, -1: the server's); never
+  // above limits().block_size.
+  Admission submit(RequestId id, std::vector<int32_t> prompt, int max_tokens, const SamplingParams& sampling,
+                   int block_size = -1);
 
   // Removes a request wherever it is; its blocks (if any) are released by the next plan.
   // Returns false if the id is unknown.
@@ -71,6 +74,7 @@ class BatchPlanner {
     size_t prefilled = 0;               // prompt tokens already sent to the worker
     std::optional<int32_t> next_input;  // sampled token to feed next step
     int generated = 0;                  // tokens sampled so far
+    int block_size = -1;                // its own speculative block (-1: the server's)
     AcceptanceRate acceptance;          // of its draft's proposals
   };
   int speculative_block(const Sequence& s, int budget) const;

@@ -43,6 +43,7 @@ struct SubmitRequest {
   GenerationRequest generation;
   std::chrono::steady_clock::time_point deadline;
   caf::actor reply_to;          // the session that gets the events
+  int block_size = -1;          // speculative block asked for: 0 none, -1 the server's
 };
 
 struct TokenEvent {

@@ -20,7 +20,7 @@ std::variant<SubmitRequest, RequestError> build_submission(const SessionContext&
   g.stop_token_ids = ctx.stop_token_ids;
   const RequestId id = ctx.next_request_id->fetch_add(1);
   return SubmitRequest{id, std::move(g), std::chrono::steady_clock::now() + limits.request_timeout,
-                       std::move(reply_to)};
+                       std::move(reply_to), fields.block_size};
 }
 
 }  // namespace ultraserve

@@ -252,7 +252,8 @@ caf::behavior scheduler(Self* self, WorkerSpawner spawn_worker, std::shared_ptr<
           observe(self, {"unavailable", prompt_tokens, 0, -1});
           return;
         }
-        switch (st.planner->submit(req.id, req.generation.prompt, req.generation.max_tokens, req.generation.sampling)) {
+        switch (st.planner->submit(req.id, req.generation.prompt, req.generation.max_tokens, req.generation.sampling,
+                                   req.block_size)) {
           case BatchPlanner::Admission::overloaded:
             self->send(req.reply_to, failed_atom::value,
                        FailedEvent{req.id, "overloaded", "the server's queue is full; retry later"});

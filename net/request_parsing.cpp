@@ -130,6 +130,9 @@ GenerateFields parse_generate_fields(object o, const RequestLimits& limits, bool
     g.sampling.seed = seeds();
   }
   g.stop = parse_stop(o, limits);
+  // At most the server's block (the planner clamps to it); 0 asks for plain decoding.
+  g.block_size = static_cast<int>(int_field(o, "block_size", -1, 0, 64));
+  if (g.block_size == 1) invalid("block_size", "must be 0 (no speculation) or in [2, 64]");
   return g;
 }
 

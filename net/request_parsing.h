@@ -34,6 +34,7 @@ struct GenerateFields {
   int max_tokens = 0;
   SamplingParams sampling;
   std::vector<std::string> stop;
+  int block_size = -1;                // speculative block for this request: 0 none, -1 the server's
   bool stream = false;                // OpenAI bodies only
 };
 

@@ -121,6 +121,16 @@ TEST_F(ServerTest, SpeculativeServingIsLossless) {
     ASSERT_EQ(events.back().type, "done") << events.back().message;
     EXPECT_EQ(tokens_of(events), reference("speculate " + std::to_string(i), 10 + i)) << i;
   }
+  // A request may ask for plain decoding (block_size 0) in the same batches; it reports no tau.
+  WsClient plain(port());
+  WsClient spec(port());
+  plain.send(generate_msg("p", "speculate 1", 11, R"(,"block_size":0)"));
+  spec.send(generate_msg("q", "speculate 2", 12, R"(,"block_size":3)"));
+  const auto p_events = plain.read_until_done("p"), q_events = spec.read_until_done("q");
+  EXPECT_EQ(tokens_of(p_events), reference("speculate 1", 11));
+  EXPECT_EQ(tokens_of(q_events), reference("speculate 2", 12));
+  EXPECT_EQ(p_events.back().acceptance, 0) << "a plain request has no acceptance length";
+  EXPECT_GE(q_events.back().acceptance, 1);
   const auto metrics = testing::http_request(port(), "GET", "/metrics").body;
   EXPECT_NE(metrics.find("ultraserve_speculative_acceptance_length_count"), std::string::npos);
   EXPECT_NE(metrics.find("ultraserve_draft_seconds_count"), std::string::npos);

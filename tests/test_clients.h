@@ -48,6 +48,7 @@ struct WsEvent {
   std::string type, id, text, finish_reason, code, message;
   std::vector<int32_t> tokens;
   int completion_tokens = 0;
+  double acceptance = 0;  // usage.acceptance_length (speculative requests)
 };
 
 class WsClient {
@@ -115,6 +116,8 @@ class WsClient {
       for (auto t : tokens) e.tokens.push_back(static_cast<int32_t>(int64_t(t)));
     int64_t n;
     if (!root["usage"]["completion_tokens"].get(n)) e.completion_tokens = static_cast<int>(n);
+    double tau;
+    if (!root["usage"]["acceptance_length"].get(tau)) e.acceptance = tau;
     return e;
   }
 
