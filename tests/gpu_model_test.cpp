@@ -34,24 +34,6 @@ constexpr int kGreedyTokens = 32;
 
 bool have_gpu() { return !gpu::probe_devices().devices.empty(); }
 
-double row_relative_error(std::span<const float> ours, std::span<const float> ref) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
-    scale = std::max(scale, std::fabs(double(ref[i])));
-  }
-  return diff / scale;
-}
-
-float top2_margin(std::span<const float> logits) {
-  float a = -INFINITY, b = -INFINITY;
-  for (float v : logits) {
-    if (v > a) b = a, a = v;
-    else if (v > b) b = v;
-  }
-  return a - b;
-}
-
 std::vector<int32_t> prompt_ids(int length, int vocab, int salt = 0) {
   std::vector<int32_t> ids(length);
   for (int i = 0; i < length; ++i) ids[i] = (i * 37 + 11 + salt * 101) % vocab;
@@ -119,7 +101,7 @@ double compare_with_cpu(const ModelConfig& config, CpuModel& cpu, gpu::GpuModel&
 
   std::vector<double> errors;
   for (int r = 0; r < kPromptLength; ++r)
-    errors.push_back(row_relative_error(std::span(gpu_logits).subspan(size_t(r) * vocab, vocab),
+    errors.push_back(testing::row_relative_error(std::span(gpu_logits).subspan(size_t(r) * vocab, vocab),
                                         std::span(cpu_logits).subspan(size_t(r) * vocab, vocab)));
   std::span<const float> cpu_last = std::span(cpu_logits).subspan(size_t(kPromptLength - 1) * vocab, vocab);
   std::span<const float> gpu_last = std::span(gpu_logits).subspan(size_t(kPromptLength - 1) * vocab, vocab);
@@ -129,10 +111,10 @@ double compare_with_cpu(const ModelConfig& config, CpuModel& cpu, gpu::GpuModel&
     if (want != got) {
       // A divergence is acceptable only at a near-tie, within bf16 noise of the logits' scale.
       const float scale = *std::max_element(cpu_last.begin(), cpu_last.end());
-      EXPECT_LE(top2_margin(cpu_last), kBf16Tolerance * std::fabs(scale))
+      EXPECT_LE(testing::top2_margin(cpu_last), kBf16Tolerance * std::fabs(scale))
           << label << ": greedy diverges at token " << k << " away from a near-tie";
       std::cout << "[ gpu ] " << label << ": greedy diverges at token " << k << " (CPU top-2 margin "
-                << top2_margin(cpu_last) << ", a near-tie)\n";
+                << testing::top2_margin(cpu_last) << ", a near-tie)\n";
       break;
     }
     ++identical;
@@ -141,7 +123,7 @@ double compare_with_cpu(const ModelConfig& config, CpuModel& cpu, gpu::GpuModel&
     cpu_last = cpu_logits;
     gpu_logits = gseq.append({&want, 1});
     gpu_last = gpu_logits;
-    errors.push_back(row_relative_error(gpu_last, cpu_last));
+    errors.push_back(testing::row_relative_error(gpu_last, cpu_last));
   }
   std::sort(errors.begin(), errors.end());
   const double worst = errors.back(), p95 = errors[errors.size() * 95 / 100];
@@ -226,7 +208,7 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
     singles.push_back(std::make_unique<GpuSequence>(*alone, alone_pool, 64));
     const std::vector<float> logits = singles[s]->append(prompts[s]);
     const auto last = std::span(logits).subspan(logits.size() - vocab, vocab);
-    EXPECT_LE(row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), last),
+    EXPECT_LE(testing::row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), last),
               kBatchingTolerance)
         << "prefill of sequence " << s;
     next[s] = argmax(last);
@@ -245,7 +227,7 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
     batch_out = batched->run(decode);
     for (int s = 0; s < kSequences; ++s) {
       const std::vector<float> logits = singles[s]->append({&next[s], 1});
-      EXPECT_LE(row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), logits),
+      EXPECT_LE(testing::row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), logits),
                 kBatchingTolerance)
           << "decode step " << step << " of sequence " << s;
       next[s] = argmax(logits);

@@ -55,26 +55,6 @@ std::vector<int32_t> ints(const TensorView& t) {
   return out;
 }
 
-double row_relative_error(std::span<const float> ours, std::span<const float> ref) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
-    scale = std::max(scale, std::fabs(double(ref[i])));
-  }
-  return diff / scale;
-}
-
-// How far the reference's best token is ahead of its second best: a greedy divergence at a
-// near-tie is a rounding difference, anywhere else a bug.
-float top2_margin(std::span<const float> logits) {
-  float a = -INFINITY, b = -INFINITY;
-  for (float v : logits) {
-    if (v > a) b = a, a = v;
-    else if (v > b) b = v;
-  }
-  return a - b;
-}
-
 class ReferenceModelTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ReferenceModelTest, MatchesTransformers) {
@@ -116,7 +96,7 @@ TEST_P(ReferenceModelTest, MatchesTransformers) {
     auto logits = model.forward(cache, {&step, 1});
     ASSERT_EQ(logits.size(), ref_logits.size());
     for (size_t r = 0; r < ids.size(); ++r) {
-      double err = row_relative_error(std::span(logits).subspan(r * vocab, vocab),
+      double err = testing::row_relative_error(std::span(logits).subspan(r * vocab, vocab),
                                       std::span(ref_logits).subspan(r * vocab, vocab));
       worst = std::max(worst, err);
       EXPECT_LE(err, kMaxRelativeError) << "prefill position " << r;
@@ -128,12 +108,12 @@ TEST_P(ReferenceModelTest, MatchesTransformers) {
     for (size_t k = 0; k < ref_greedy.size(); ++k) {
       const int32_t ours = argmax(last);
       ASSERT_EQ(ours, ref_greedy[k]) << "greedy diverges at token " << k << "; reference top-2 margin "
-                                     << top2_margin(ref_last);
+                                     << testing::top2_margin(ref_last);
       step = {&seq, {&ours, 1}, false};
       step_logits = model.forward(cache, {&step, 1});
       last = step_logits;
       ref_last = std::span(ref_step_logits).subspan(k * vocab, vocab);
-      double err = row_relative_error(last, ref_last);
+      double err = testing::row_relative_error(last, ref_last);
       worst = std::max(worst, err);
       EXPECT_LE(err, kMaxRelativeError) << "decode step " << k;
     }

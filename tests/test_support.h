@@ -1,10 +1,12 @@
 #pragma once
 // Small helpers shared by the tests: scratch directories, files, and tiny checkpoints.
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -66,6 +68,27 @@ inline std::filesystem::path make_checkpoint(const ScratchDir& dir, const std::s
   o.shard_bytes = shard_bytes;
   write_random_checkpoint(o);
   return o.out_dir;
+}
+
+// max |ours - ref| / max |ref| over one logits row: the error measure of every logits test.
+inline double row_relative_error(std::span<const float> ours, std::span<const float> ref) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
+    scale = std::max(scale, std::fabs(double(ref[i])));
+  }
+  return diff / scale;
+}
+
+// How far the reference's best token is ahead of its second best: a greedy divergence at a
+// near-tie is a rounding difference, anywhere else a bug.
+inline float top2_margin(std::span<const float> logits) {
+  float a = -INFINITY, b = -INFINITY;
+  for (float v : logits) {
+    if (v > a) b = a, a = v;
+    else if (v > b) b = v;
+  }
+  return a - b;
 }
 
 // The test model with a long context whose stop tokens can never be sampled: the config's
