@@ -8,9 +8,21 @@ shift
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 server_pid=""
+# The server must also stop cleanly (exit 0 on SIGTERM): under the sanitizers (scripts/sanitize.sh)
+# a report it makes while shutting down, such as a leak, fails the test, not only a failed client.
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  local status=$? server_status=0
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || server_status=$?
+    if [ "$server_status" -ne 0 ]; then
+      echo "the server exited with status $server_status:"
+      cat "$work/server.log"
+      [ "$status" -ne 0 ] || status=1
+    fi
+  fi
   rm -rf "$work"
+  exit "$status"
 }
 trap cleanup EXIT
 "$binary" make-checkpoint --config "$root/tests/fixtures/configs/moe_topk2_norm.json" --seed 5 --out "$work/model" 2>/dev/null
