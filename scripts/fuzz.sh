@@ -22,19 +22,8 @@ targets=("$@")
 # runtime: not part of scripts/test.sh, so not in setup.sh's list. Idempotent like setup.sh.
 # clang 16 (Debian 12 main), not the default clang 14: 14 has no _Float16 on x86-64, which
 # model/random_checkpoint.cpp uses.
-scripts/setup.sh
 clang_version=16
-packages=(clang-$clang_version libclang-rt-$clang_version-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing ${missing[*]}"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/setup.sh clang-$clang_version libclang-rt-$clang_version-dev
 
 build=build-fuzz
 # Symbolized stacks in crash reports; UBSan findings abort (the build also sets -fno-sanitize-recover).

