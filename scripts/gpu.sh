@@ -9,7 +9,9 @@
 #                                all of them: tests (every test binary), sanitizer (compute-sanitizer
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
 #                                transformers on the GPU), cpu-bench (ours, then HF on the CPU),
-#                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys).
+#                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
+#                                train (tools/train/train.sh: trains the shipped default from the corpus that
+#                                tools/train/build_corpus.py made here; TRAIN_ARGS go to train.py).
 #                                --references also regenerates the HF reference fixtures. Everything
 #                                lands in $OUT (run.log with the whole output).
 #
@@ -39,6 +41,7 @@ PY
       --dtype "$dtype" --shard-mb "$shard" --out "$bundle/reference-checkpoints/$name" 2>/dev/null
   done
   cp -r data/qwen3-tokenizer "$bundle"/
+  [ -d data/train/corpus ] && cp -r data/train/corpus "$bundle"/train-corpus  # for the train part
   # Compressed, it travels in a third of the space (the device call carries at most 64 MiB).
   tar -czf /tmp/ultraserve-bundle.tar.gz -C "$bundle" . && rm -rf "$bundle" && mkdir "$bundle"
   mv /tmp/ultraserve-bundle.tar.gz "$bundle"/bundle.tar.gz
@@ -132,6 +135,10 @@ PY
         ulimit -n 65536 || true
         "$bundle"/build/tools/serving_bench --ultraserve "$bundle"/build/tools/ultraserve \
           --connections '[100,1000,10000]' --json "$out"/serving.json ;;
+      train)
+        # shellcheck disable=SC2086  # TRAIN_ARGS are words for train.py
+        tools/train/train.sh "$bundle"/build/tools/ultraserve "$bundle"/train-corpus data/qwen3-tokenizer/tokenizer.json \
+          "$out" ${TRAIN_ARGS:-} || failed=1 ;;
       *) echo "unknown part $part"; failed=1 ;;
     esac
   done
@@ -142,5 +149,5 @@ PY
 case "${1:-}" in
   pack) pack ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/gpu.sh pack | run [--references] [tests|sanitizer|gpu-bench|hf-gpu-bench|cpu-bench|serving-bench|profile ...]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu.sh pack | run [--references] [tests|sanitizer|gpu-bench|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train ...]" >&2; exit 2 ;;
 esac

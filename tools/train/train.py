@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Trains the shipped default model, in one command, with fixed seeds, on the GPU machine:
+
+    python3 tools/train/train.py --corpus data/train/corpus --qwen3-tokenizer data/qwen3-tokenizer/tokenizer.json \
+        --out models-trained/default
+
+1. a byte-level BPE tokenizer (tokenizer.py), 2. a Qwen3-MoE target with transformers' own
+Qwen3MoeForCausalLM (target.py), 3. target-generated continuations and a DFlash draft trained on them
+(draft.py), 4. both exported as safetensors (export.py): OUT/ holds the target, OUT/draft/ the draft.
+Experts become MXFP4 afterwards through `ultraserve quantize` (scripts/gpu.sh run train does it all).
+Writes OUT/../training.json with every figure and the training times. --smoke runs a few steps of each.
+"""
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import corpus
+import draft as draft_training
+import export
+import target as target_training
+import tokenizer as tokenizer_training
+from accelerator import DEVICE
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--qwen3-tokenizer", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--vocab-size", type=int, default=4096)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--target-steps", type=int, default=6000)
+    ap.add_argument("--target-batch", type=int, default=128)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--target-lr", type=float, default=2e-3)
+    ap.add_argument("--draft-sequences", type=int, default=12288)
+    ap.add_argument("--draft-prompt-tokens", type=int, default=24)
+    ap.add_argument("--draft-steps", type=int, default=2000)
+    ap.add_argument("--draft-batch", type=int, default=64)
+    ap.add_argument("--draft-anchors", type=int, default=24)
+    ap.add_argument("--draft-lr", type=float, default=1e-3)
+    ap.add_argument("--draft-layers", type=int, default=2)
+    ap.add_argument("--draft-intermediate", type=int, default=512)
+    ap.add_argument("--draft-taps", type=str, default="1,3,5,7")
+    ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--gamma", type=float, default=7.0)
+    ap.add_argument("--smoke", action="store_true", help="a few steps of everything, to check the pipeline")
+    args = ap.parse_args()
+    if args.smoke:
+        args.target_steps, args.draft_steps, args.draft_sequences = 30, 30, 512
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    report = {"args": {k: str(v) for k, v in vars(args).items()}, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "torch": torch.__version__}
+    t_start = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - t_start:7.1f} s] {msg}", flush=True)
+
+    train_docs = corpus.documents(args.corpus / "train.jsonl")
+    heldout_docs = corpus.documents(args.corpus / "heldout.jsonl")
+    log(f"corpus: {len(train_docs)} training and {len(heldout_docs)} held-out documents")
+
+    t0 = time.time()
+    tok = tokenizer_training.train_tokenizer(train_docs, args.vocab_size, args.qwen3_tokenizer)
+    special = {t: tok.token_to_id(t) for t in tokenizer_training.SPECIAL_TOKENS}
+    report["tokenizer"] = {"vocab_size": tok.get_vocab_size(), "special_ids": special,
+                           "seconds": time.time() - t0}
+    log(f"tokenizer: {tok.get_vocab_size()} tokens in {time.time() - t0:.1f} s, specials {special}")
+
+    train_stream = corpus.token_stream(tok, train_docs, special["<|endoftext|>"])
+    heldout_stream = corpus.token_stream(tok, heldout_docs, special["<|endoftext|>"])
+    report["corpus"] = {"train_tokens": train_stream.numel(), "heldout_tokens": heldout_stream.numel(),
+                        "train_bytes": sum(len(d.encode()) for d in train_docs)}
+    log(f"streams: {train_stream.numel()} training tokens, {heldout_stream.numel()} held out")
+
+    config = target_training.make_config(tok.get_vocab_size(), [special["<|im_end|>"], special["<|endoftext|>"]],
+                                         special["<|endoftext|>"])
+    model, seconds = target_training.train_target(config, train_stream, args.target_steps, args.target_batch,
+                                                  args.seq, args.target_lr, args.seed, log)
+    ppl, scored = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
+    report["target"] = {"parameters": sum(p.numel() for p in model.parameters()), "seconds": seconds,
+                        "tokens_seen": args.target_steps * args.target_batch * args.seq,
+                        "heldout_perplexity": ppl, "heldout_tokens_scored": scored}
+    log(f"target: {seconds:.0f} s, held-out perplexity {ppl:.2f} over {scored} tokens")
+
+    export.save_target(model, tok, tokenizer_training.tokenizer_config("<|im_end|>", "<|endoftext|>"), args.out)
+    report["target"]["reload_check"] = export.check_reload(model, args.out, heldout_stream[:4096].view(16, 256).to(DEVICE))
+    log(f"exported target; transformers reload: {report['target']['reload_check']}")
+
+    t0 = time.time()
+    sequences = draft_training.make_training_sequences(
+        model, train_stream, args.draft_sequences, args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens,
+        512, args.seed, log)
+    heldout_sequences = draft_training.make_training_sequences(
+        model, heldout_stream, 256, args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens, 256, args.seed, log)
+    report["draft_data"] = {"sequences": args.draft_sequences, "seconds": time.time() - t0}
+
+    dconfig = export.draft_config(config, args.draft_layers, args.draft_intermediate,
+                                  [int(x) for x in args.draft_taps.split(",")], special["<|MASK|>"], args.block_size)
+    dmodel, taps, seconds = draft_training.train_draft(
+        dconfig, model, sequences, args.draft_prompt_tokens, args.draft_steps, args.draft_batch, args.draft_anchors,
+        args.draft_lr, args.gamma, args.seed, log)
+    report["draft"] = {"parameters": sum(p.numel() for p in dmodel.parameters()), "seconds": seconds,
+                       "offline_tau": {}}
+    for b in (4, 8, 16):
+        tau = draft_training.offline_tau(dmodel, model, taps, heldout_sequences, args.draft_prompt_tokens, b,
+                                         special["<|MASK|>"])
+        report["draft"]["offline_tau"][str(b)] = tau
+        log(f"draft: offline tau at B={b}: {tau:.2f} (held-out target continuations)")
+    export.save_draft(dmodel, args.out / "draft")
+
+    report["total_seconds"] = time.time() - t_start
+    (args.out.parent / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"done in {report['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
