@@ -41,7 +41,9 @@ struct DeviceModelWeights {
 ExpertFormat usable_expert_format(const ModelConfig& config, ExpertFormat wanted);
 
 // Copies host weights to the current device (converting to bf16, quantising experts to MXFP4
-// when `experts` says so).
+// when `experts` says so). The host weights are fp32 whatever the checkpoint stores:
+// load_weights() has dequantized block-scaled FP8 (and MXFP4) already, so an FP8 checkpoint is
+// served from bf16 roundings of its dequantized values until an FP8 GEMV kernel reads the bytes.
 DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights& weights, ExpertFormat experts);
 
 // Seeded random weights made on the current device: benchmark shapes need no checkpoint.

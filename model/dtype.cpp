@@ -2,12 +2,15 @@
 
 #include <stdexcept>
 
+#include "model/fp8.h"
+
 namespace ultraserve {
 
 std::optional<DType> dtype_from_name(std::string_view n) {
   if (n == "F32") return DType::F32;
   if (n == "F16") return DType::F16;
   if (n == "BF16") return DType::BF16;
+  if (n == "F8_E4M3") return DType::F8_E4M3;
   if (n == "I32") return DType::I32;
   if (n == "I64") return DType::I64;
   if (n == "U8") return DType::U8;
@@ -19,6 +22,7 @@ std::string_view dtype_name(DType t) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::F8_E4M3: return "F8_E4M3";
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
@@ -31,7 +35,7 @@ size_t dtype_size(DType t) {
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: return 2;
     case DType::I64: return 8;
-    case DType::U8: return 1;
+    case DType::F8_E4M3: case DType::U8: return 1;
   }
   return 0;
 }
@@ -75,6 +79,9 @@ void convert_to_f32(DType t, const std::byte* src, size_t count, float* dst) {
         std::memcpy(&h, src + 2 * i, 2);
         dst[i] = f16_to_f32(h);
       }
+      return;
+    case DType::F8_E4M3:
+      for (size_t i = 0; i < count; ++i) dst[i] = e4m3_to_f32(static_cast<uint8_t>(src[i]));
       return;
     default:
       throw std::logic_error("convert_to_f32: not a float dtype");

@@ -10,7 +10,8 @@
 
 namespace ultraserve {
 
-enum class DType { F32, F16, BF16, I32, I64, U8 };
+// F8_E4M3 is FP8 "e4m3fn" (model/fp8.h), one byte; checkpoints pair it with a block scale tensor.
+enum class DType { F32, F16, BF16, F8_E4M3, I32, I64, U8 };
 
 std::optional<DType> dtype_from_name(std::string_view safetensors_name);
 std::string_view dtype_name(DType t);
@@ -28,7 +29,7 @@ inline uint16_t f32_to_bf16(float f) {
 
 float f16_to_f32(uint16_t h);
 
-// Converts `count` elements of a float tensor (F32, F16 or BF16) to fp32.
+// Converts `count` elements of a float tensor (F32, F16, BF16, or F8_E4M3 codes, unscaled) to fp32.
 void convert_to_f32(DType t, const std::byte* src, size_t count, float* dst);
 
 }  // namespace ultraserve

@@ -74,6 +74,26 @@ class FieldReader {
     return out;
   }
 
+  std::vector<std::string> string_list(std::string_view key) const {
+    std::vector<std::string> out;
+    if (!has(key)) return out;
+    simdjson::dom::array items;
+    if (root_[key].get(items)) fail(key, "must be a list of strings");
+    for (element item : items) {
+      std::string_view v;
+      if (item.get(v)) fail(key, "must be a list of strings");
+      out.emplace_back(v);
+    }
+    return out;
+  }
+
+  // A string that must be `only` (when present): fields whose other values we cannot honour.
+  void require_string_or_absent(std::string_view key, std::string_view only, const std::string& why) const {
+    if (!has(key)) return;
+    const std::string v = string(key);
+    if (v != only) fail(key, "'" + v + "' is not supported (only '" + std::string(only) + "'" + why + ")");
+  }
+
   element get(std::string_view key) const { return root_[key].value(); }
   const std::string& source() const { return source_; }
 
@@ -151,6 +171,25 @@ ModelConfig::DFlash read_dflash(const FieldReader& f, const ModelConfig& c) {
   return out;
 }
 
+// quantization_config: block-scaled FP8 is the one method we load (model/fp8.h).
+ModelConfig::Fp8Quantization read_quantization(const FieldReader& f) {
+  object q;
+  if (f.get("quantization_config").get(q)) f.fail("quantization_config", "must be an object");
+  const FieldReader qf(q, f.source() + ": quantization_config");
+  if (!qf.has("quant_method")) qf.fail("quant_method", "missing");
+  qf.require_string_or_absent("quant_method", "fp8", ": block-scaled FP8 E4M3 weights");
+  qf.require_string_or_absent("fmt", "e4m3", ": FP8 E4M3 weights");
+  qf.require_string_or_absent("activation_scheme", "dynamic", "");
+  ModelConfig::Fp8Quantization out;
+  if (qf.has("weight_block_size")) {
+    const std::vector<int32_t> block = qf.int_list("weight_block_size", 1, 1 << 20);
+    if (block.size() != 2) qf.fail("weight_block_size", "must be [rows, cols]");
+    out.block = {block[0], block[1]};
+  }
+  out.modules_to_not_convert = qf.string_list("modules_to_not_convert");
+  return out;
+}
+
 object parse_object(simdjson::dom::parser& parser, simdjson::padded_string& padded, const std::string& source) {
   element root;
   if (auto err = parser.parse(padded).get(root))
@@ -224,7 +263,8 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
     f.fail("hidden_act", "only 'silu' is supported");
 
   if (c.model_type == "qwen3_moe") {
-    c.num_experts = f.positive_int("num_experts");
+    // transformers 5 writes num_local_experts (its attribute_map alias of num_experts).
+    c.num_experts = f.has("num_experts") ? f.positive_int("num_experts") : f.positive_int("num_local_experts");
     c.num_experts_per_tok = f.int_in("num_experts_per_tok", 1, c.num_experts);
     c.moe_intermediate_size = f.positive_int("moe_intermediate_size");
     c.decoder_sparse_step = f.int_or("decoder_sparse_step", 1, 1, 1 << 20);
@@ -240,6 +280,7 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
   const bool any_dense = c.num_experts == 0 || !c.mlp_only_layers.empty() || c.decoder_sparse_step > 1;
   c.intermediate_size = any_dense ? f.positive_int("intermediate_size") : f.int_or("intermediate_size", 0, 0, 1 << 30);
   if (is_dflash_draft(f)) c.dflash = read_dflash(f, c);
+  if (f.has("quantization_config")) c.fp8 = read_quantization(f);
   return c;
 }
 

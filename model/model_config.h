@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/fp8.h"
+
 namespace ultraserve {
 
 struct ModelConfig {
@@ -45,6 +47,18 @@ struct ModelConfig {
     int block_size = 16;                // tokens per block it was trained for (anchor included)
   };
   std::optional<DFlash> dflash;
+
+  // Block-scaled FP8 weights (quantization_config {"quant_method": "fp8", "fmt": "e4m3",
+  // "activation_scheme": "dynamic", "weight_block_size": [128, 128]}, as DeepSeek-V3 and MiMo-V2
+  // publish it). Only the weight format matters to us: activations are computed in float, so
+  // "dynamic" activation quantization is the only scheme accepted (a static one would need
+  // activation scales we would ignore). Which tensors are FP8 is read from each tensor's dtype.
+  struct Fp8Quantization {
+    Fp8BlockSize block;  // weight_block_size; [128, 128] when absent, as transformers defaults
+    // Accepted but not needed: a module it names is stored in a float dtype, and loads as such.
+    std::vector<std::string> modules_to_not_convert;
+  };
+  std::optional<Fp8Quantization> fp8;  // set when config.json has a quantization_config
 
   // The layer has a routed-expert MLP (same rule as transformers' Qwen3MoeDecoderLayer).
   bool is_moe_layer(int layer) const;

@@ -2,13 +2,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "model/checkpoint_writer.h"
 #include "model/error.h"
+#include "model/fp8_tensors.h"
 #include "model/model_config.h"
 #include "model/mxfp4_tensors.h"
-#include "model/mxfp4_writer.h"
+#include "model/quantized_writer.h"
 #include "model/safetensors.h"
 #include "model/thread_pool.h"
 #include "model/weights.h"
@@ -47,7 +49,8 @@ std::vector<std::string> copy_other_files(const fs::path& from, const fs::path& 
 }
 
 // Each input file becomes an output file of the same name holding the same tensors in the
-// same order, a routed expert's .weight replaced by its .blocks and .scales.
+// same order, a routed expert's .weight replaced by its .blocks and .scales (and an FP8
+// expert's .weight_scale_inv dropped: the MXFP4 form replaces the pair).
 std::vector<ShardPlan> plan_shards(const CheckpointTensors& tensors,
                                    const std::unordered_map<std::string, const WeightSpec*>& experts) {
   std::vector<ShardPlan> shards;
@@ -59,8 +62,11 @@ std::vector<ShardPlan> plan_shards(const CheckpointTensors& tensors,
     ShardPlan& shard = shards.emplace_back();
     shard.file = fs::path(file->path()).filename().string();
     for (const TensorView* v : views) {
+      const std::optional<std::string> scaled = fp8_weight_name(v->name);
       if (experts.contains(v->name)) {
         for (TensorSpec& t : mxfp4_tensor_specs(v->name, v->shape[0], v->shape[1])) shard.tensors.push_back(t);
+      } else if (scaled && experts.contains(*scaled)) {
+        continue;
       } else {
         shard.tensors.push_back({v->name, v->dtype, v->shape});
       }
@@ -95,26 +101,28 @@ QuantizeReport quantize_checkpoint(const QuantizeOptions& o) {
     for (const auto& [name, view] : file->tensors()) report.bytes_in += view.bytes.size();
 
   ThreadPool pool(o.threads);
-  Mxfp4TensorFiller mxfp4(
+  QuantizedTensorFiller mxfp4(
       pool,
       [&](const std::string& name, int, int) {
-        const TensorView* v = tensors.find(name);
-        std::vector<float> values(static_cast<size_t>(v->numel()));
-        convert_to_f32(v->dtype, v->bytes.data(), values.size(), values.data());
-        drop_cached_pages(*v);
+        // FP8 experts are dequantized first: their MXFP4 form stands for the values they stood for.
+        std::vector<float> values = load_matrix(tensors, config, name).data;
+        drop_cached_pages(*tensors.find(name));
         return values;
       },
-      [&](const std::string& name, std::span<const float> values, const Mxfp4Matrix& q) {
+      {},
+      [&](const std::string& name, std::span<const float> values, std::span<const float> dequantized) {
         QuantizationError e;
-        e.add_matrix(values, dequantize_mxfp4(q));
+        e.add_matrix(values, dequantized);
         report.layers[experts.at(name)->layer].merge(e);
         report.overall.merge(e);
       });
   auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) {
-    if (!mxfp4.fill(spec, out)) {
-      const TensorView* v = tensors.find(spec.name);
+    // Tensors of the input are copied as they are (FP8 ones outside the experts included).
+    if (const TensorView* v = tensors.find(spec.name)) {
       std::memcpy(out.data(), v->bytes.data(), out.size());
       drop_cached_pages(*v);
+    } else if (!mxfp4.fill(spec, out)) {
+      throw std::logic_error("quantize: no source for tensor '" + spec.name + "'");
     }
     progress.bytes_done += out.size();
     ++progress.tensors_done;

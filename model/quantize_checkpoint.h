@@ -5,6 +5,10 @@
 // time, never the model. Shards keep their names and their tensors' order; the other files of
 // the checkpoint directory (config.json, tokenizer files, generation_config.json, ...) are
 // copied as they are, since the loader tells MXFP4 experts by their tensor names.
+//
+// Experts stored as block-scaled FP8 are dequantized and quantized again (their
+// .weight_scale_inv goes with them); FP8 tensors outside the experts stay FP8, and config.json's
+// quantization_config with them.
 
 #include <cstdint>
 #include <filesystem>

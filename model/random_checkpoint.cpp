@@ -4,13 +4,15 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
 
 #include "model/byte_level.h"
 #include "model/checkpoint_writer.h"
 #include "model/error.h"
+#include "model/fp8_tensors.h"
 #include "model/model_config.h"
 #include "model/mxfp4_tensors.h"
-#include "model/mxfp4_writer.h"
+#include "model/quantized_writer.h"
 #include "model/safetensors.h"
 #include "model/thread_pool.h"
 #include "model/weights.h"
@@ -92,19 +94,56 @@ std::string byte_level_tokenizer_json() {
          vocab + "},\"merges\":[]}}";
 }
 
-// The tensors that store weight `w`: itself in its dtype, or a routed expert's MXFP4 pair.
-std::vector<TensorSpec> stored_tensors(const WeightSpec& w, const RandomCheckpointOptions& o) {
-  if (!w.routed_expert) return {{w.name, o.dtype, w.shape}};
-  if (o.experts == ExpertStorage::mxfp4) return mxfp4_tensor_specs(w.name, w.shape[0], w.shape[1]);
-  return {{w.name, o.expert_dtype.value_or(o.dtype), w.shape}};
+DType expert_dtype(const RandomCheckpointOptions& o) {
+  return o.experts == ExpertStorage::fp8 ? DType::F8_E4M3 : o.expert_dtype.value_or(o.dtype);
+}
+
+// The dtype whose values a tensor of `stored` dtype holds: FP8 matrices quantize the BF16 ones, so
+// an FP8 checkpoint is the BF16 checkpoint of the same seed, quantized.
+DType value_dtype(DType stored) { return stored == DType::F8_E4M3 ? DType::BF16 : stored; }
+
+// The tensors that store weight `w`: itself in its dtype, a linear weight's FP8 pair, or a routed
+// expert's MXFP4 pair. `quantized_from` learns the dtype whose values a quantized matrix stands for.
+std::vector<TensorSpec> stored_tensors(const WeightSpec& w, const RandomCheckpointOptions& o, Fp8BlockSize block,
+                                       std::unordered_map<std::string, DType>& quantized_from) {
+  const DType dtype = w.routed_expert ? expert_dtype(o) : o.dtype;
+  if (w.routed_expert && o.experts == ExpertStorage::mxfp4) {
+    quantized_from[w.name] = value_dtype(dtype);
+    return mxfp4_tensor_specs(w.name, w.shape[0], w.shape[1]);
+  }
+  if (dtype == DType::F8_E4M3 && w.linear) {
+    quantized_from[w.name] = value_dtype(dtype);
+    return fp8_tensor_specs(w.name, w.shape[0], w.shape[1], block);
+  }
+  return {{w.name, value_dtype(dtype), w.shape}};
+}
+
+// config.json as given, with the quantization_config an FP8 checkpoint needs when it has none
+// (DeepSeek-V3's, field for field). A config that has one already is written as it is, and one
+// that asks for what we do not write is refused, so config.json always describes the tensors.
+std::string checkpoint_config(std::string text, bool fp8, const std::filesystem::path& source) {
+  const ModelConfig given = ModelConfig::parse(text, source.string());
+  if (given.fp8 && !fp8)
+    throw ModelError(source.string() + ": quantization_config: only an FP8 checkpoint (--dtype fp8) may have one");
+  if (given.fp8 && !given.fp8->modules_to_not_convert.empty())
+    throw ModelError(source.string() + ": quantization_config: modules_to_not_convert: make-checkpoint stores "
+                     "every linear weight as FP8 and cannot leave modules out");
+  if (fp8 && !given.fp8)
+    text.insert(text.find('{') + 1,
+                "\n  \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
+                "\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]},");
+  return text;
 }
 
 }  // namespace
 
 uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
-  const std::string config_text = read_text_file(o.config_json);
+  const bool fp8 =
+      o.dtype == DType::F8_E4M3 || (o.experts != ExpertStorage::mxfp4 && expert_dtype(o) == DType::F8_E4M3);
+  const std::string config_text = checkpoint_config(read_text_file(o.config_json), fp8, o.config_json);
   const ModelConfig config = ModelConfig::parse(config_text, o.config_json.string());
   if (o.experts == ExpertStorage::mxfp4) require_mxfp4_experts(config, o.config_json.string());
+  const Fp8BlockSize fp8_block = config.fp8 ? config.fp8->block : Fp8BlockSize{};
   std::filesystem::create_directories(o.out_dir);
   write_text_file(o.out_dir / "config.json", config_text);
   if (config.dflash) {
@@ -122,8 +161,9 @@ uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
   // Group tensors into shards of at most shard_bytes (a tensor larger than that gets its own).
   std::vector<ShardPlan> shards(1);
   uint64_t shard_size = 0;
+  std::unordered_map<std::string, DType> quantized_from;
   for (const WeightSpec& w : expected_weights(config)) {
-    for (TensorSpec& spec : stored_tensors(w, o)) {
+    for (TensorSpec& spec : stored_tensors(w, o, fp8_block, quantized_from)) {
       if (shard_size > 0 && shard_size + spec.nbytes() > o.shard_bytes) {
         shards.emplace_back();
         shard_size = 0;
@@ -136,18 +176,22 @@ uint64_t write_random_checkpoint(const RandomCheckpointOptions& o) {
     shards[s].file = shards.size() == 1 ? "model.safetensors" : shard_file_name(s, shards.size());
 
   ThreadPool pool;
-  // An MXFP4 expert quantizes the values its float tensor would hold (rounded through that
-  // dtype), so it is exactly what `ultraserve quantize` makes of that tensor.
-  Mxfp4TensorFiller mxfp4(pool, [&](const std::string& name, int rows, int cols) {
-    const TensorSpec source{name, o.expert_dtype.value_or(o.dtype), {rows, cols}};
-    std::vector<std::byte> bytes(source.nbytes());
-    fill_tensor(pool, o.seed, source, bytes);
-    std::vector<float> values(size_t(rows) * size_t(cols));
-    convert_to_f32(source.dtype, bytes.data(), values.size(), values.data());
-    return values;
-  });
+  // A quantized matrix quantizes the values its float tensor would hold (rounded through that
+  // dtype), so an MXFP4 expert is exactly what `ultraserve quantize` makes of that tensor, and
+  // an FP8 matrix the quantization of the BF16 checkpoint's.
+  QuantizedTensorFiller quantized(
+      pool,
+      [&](const std::string& name, int rows, int cols) {
+        const TensorSpec source{name, quantized_from.at(name), {rows, cols}};
+        std::vector<std::byte> bytes(source.nbytes());
+        fill_tensor(pool, o.seed, source, bytes);
+        std::vector<float> values(size_t(rows) * size_t(cols));
+        convert_to_f32(source.dtype, bytes.data(), values.size(), values.data());
+        return values;
+      },
+      fp8_block);
   auto fill = [&](const TensorSpec& spec, std::span<std::byte> out) {
-    if (!mxfp4.fill(spec, out)) fill_tensor(pool, o.seed, spec, out);
+    if (!quantized.fill(spec, out)) fill_tensor(pool, o.seed, spec, out);
   };
   return write_checkpoint_weights(o.out_dir, shards, fill);
 }

@@ -1,6 +1,7 @@
 #include "model/thread_pool.h"
 
 #include <algorithm>
+#include <exception>
 
 namespace ultraserve {
 
@@ -43,6 +44,20 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
   std::unique_lock lock(mutex_);
   work_done_.wait(lock, [this] { return pending_ == 0; });
   job_ = nullptr;
+}
+
+void ThreadPool::parallel_for_rethrowing(size_t n, const std::function<void(size_t, size_t)>& fn) {
+  std::mutex mutex;
+  std::exception_ptr error;
+  parallel_for(n, [&](size_t begin, size_t end) {
+    try {
+      fn(begin, end);
+    } catch (...) {
+      std::lock_guard lock(mutex);
+      if (!error) error = std::current_exception();
+    }
+  });
+  if (error) std::rethrow_exception(error);
 }
 
 void ThreadPool::helper_loop(size_t index) {

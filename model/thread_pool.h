@@ -26,6 +26,11 @@ class ThreadPool {
   // Not re-entrant: fn must not call parallel_for on the same pool.
   void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
 
+  // parallel_for for an fn that may throw. parallel_for itself must not be left by an exception
+  // (its helpers would outlive the job), so each range's is caught, and the first one is
+  // rethrown here once all ranges are done.
+  void parallel_for_rethrowing(size_t n, const std::function<void(size_t, size_t)>& fn);
+
  private:
   void helper_loop(size_t index);
 

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "model/error.h"
+#include "model/fp8_tensors.h"
 #include "model/mxfp4_tensors.h"
 
 namespace ultraserve {
@@ -20,9 +21,9 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 void add_ffn(std::vector<WeightSpec>& out, const std::string& prefix, int64_t hidden, int64_t width, int layer,
              bool routed_expert) {
-  out.push_back({prefix + "gate_proj.weight", {width, hidden}, layer, routed_expert});
-  out.push_back({prefix + "up_proj.weight", {width, hidden}, layer, routed_expert});
-  out.push_back({prefix + "down_proj.weight", {hidden, width}, layer, routed_expert});
+  out.push_back({prefix + "gate_proj.weight", {width, hidden}, layer, routed_expert, true});
+  out.push_back({prefix + "up_proj.weight", {width, hidden}, layer, routed_expert, true});
+  out.push_back({prefix + "down_proj.weight", {hidden, width}, layer, routed_expert, true});
 }
 
 void check_float_tensor(const CheckpointTensors& tensors, const WeightSpec& spec) {
@@ -34,7 +35,7 @@ void check_float_tensor(const CheckpointTensors& tensors, const WeightSpec& spec
   }
   if (v->dtype != DType::F32 && v->dtype != DType::BF16 && v->dtype != DType::F16)
     throw ModelError(*v->file + ": tensor '" + spec.name + "' has dtype " + std::string(dtype_name(v->dtype)) +
-                     ", expected BF16, F16 or F32");
+                     ", expected BF16, F16 or F32" + (spec.shape.size() == 2 ? " (or F8_E4M3 with block scales)" : ""));
   if (v->shape != spec.shape)
     throw ModelError(*v->file + ": tensor '" + spec.name + "' has shape " + v->shape_string() +
                      " but config.json implies " + shape_string(spec.shape));
@@ -52,12 +53,25 @@ void check_mxfp4_tensors(const CheckpointTensors& tensors, const WeightSpec& spe
                      shape_string(spec.shape));
 }
 
-const char* storage_name(ExpertStorage s) { return s == ExpertStorage::mxfp4 ? "MXFP4" : "a float .weight"; }
+void check_fp8_shape(const Fp8Tensor& t, const TensorView& weight, const WeightSpec& spec) {
+  if (std::vector<int64_t>{t.rows, t.cols} != spec.shape)
+    throw ModelError(*weight.file + ": tensor '" + spec.name + "' has shape " + weight.shape_string() +
+                     " but config.json implies " + shape_string(spec.shape));
+}
+
+const char* storage_name(ExpertStorage s) {
+  switch (s) {
+    case ExpertStorage::fp8: return "FP8";
+    case ExpertStorage::mxfp4: return "MXFP4";
+    case ExpertStorage::dense: break;
+  }
+  return "a float .weight";
+}
 
 // Fetches tensors already validated by check_weights() and converts them to fp32.
 class Fetcher {
  public:
-  explicit Fetcher(const CheckpointTensors& t) : tensors_(t) {}
+  Fetcher(const CheckpointTensors& t, const ModelConfig& c) : tensors_(t), config_(c) {}
 
   std::vector<float> vector(const std::string& name) const {
     const TensorView* v = tensors_.find(name);
@@ -65,20 +79,14 @@ class Fetcher {
     convert_to_f32(v->dtype, v->bytes.data(), out.size(), out.data());
     return out;
   }
-  Matrix matrix(const std::string& name) const {
-    if (const TensorView* v = tensors_.find(name))
-      return Matrix{static_cast<int>(v->shape[0]), static_cast<int>(v->shape[1]), vector(name)};
-    const Mxfp4View q = *find_mxfp4(tensors_, name);  // a routed expert stored as MXFP4
-    Matrix m{q.rows, q.cols, std::vector<float>(size_t(q.rows) * size_t(q.cols))};
-    dequantize_mxfp4(q, m.data);
-    return m;
-  }
+  Matrix matrix(const std::string& name) const { return load_matrix(tensors_, config_, name); }
   FeedForward ffn(const std::string& prefix) const {
     return {matrix(prefix + "gate_proj.weight"), matrix(prefix + "up_proj.weight"), matrix(prefix + "down_proj.weight")};
   }
 
  private:
   const CheckpointTensors& tensors_;
+  const ModelConfig& config_;
 };
 
 }  // namespace
@@ -95,10 +103,10 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = layer_prefix(c, l);
     out.push_back({p + "input_layernorm.weight", {h}, l});
-    out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}, l});
-    out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}, l});
-    out.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), h}, l});
-    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_dim()}, l});
+    out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}, l, false, true});
+    out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}, l, false, true});
+    out.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), h}, l, false, true});
+    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_dim()}, l, false, true});
     out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, l});
     out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, l});
     out.push_back({p + "post_attention_layernorm.weight", {h}, l});
@@ -119,10 +127,18 @@ ExpertStorage check_weights(const CheckpointTensors& tensors, const ModelConfig&
   std::optional<ExpertStorage> experts;  // decided by the first routed expert
   std::string first_expert;
   for (const WeightSpec& spec : expected_weights(c)) {
-    const ExpertStorage storage =
-        spec.routed_expert && has_mxfp4(tensors, spec.name) ? ExpertStorage::mxfp4 : ExpertStorage::dense;
-    if (storage == ExpertStorage::mxfp4) check_mxfp4_tensors(tensors, spec);
-    else check_float_tensor(tensors, spec);
+    ExpertStorage storage = ExpertStorage::dense;
+    if (spec.routed_expert && has_mxfp4(tensors, spec.name)) {
+      check_mxfp4_tensors(tensors, spec);
+      storage = ExpertStorage::mxfp4;
+    } else if (const std::optional<Fp8Tensor> fp8 = spec.shape.size() == 2 ? find_fp8(tensors, spec.name, c.fp8)
+                                                                           : std::nullopt) {
+      // Any matrix may be FP8 (it costs nothing to accept), not only the linear layers'.
+      check_fp8_shape(*fp8, *tensors.find(spec.name), spec);
+      storage = ExpertStorage::fp8;
+    } else {
+      check_float_tensor(tensors, spec);
+    }
     if (!spec.routed_expert) continue;
     if (!experts) experts = storage, first_expert = spec.name;
     // One storage for all experts, so a GPU loader never meets a half-quantized checkpoint.
@@ -133,10 +149,30 @@ ExpertStorage check_weights(const CheckpointTensors& tensors, const ModelConfig&
   return experts.value_or(ExpertStorage::dense);
 }
 
+Matrix load_matrix(const CheckpointTensors& tensors, const ModelConfig& c, const std::string& name) {
+  auto zeros = [](int64_t rows, int64_t cols) {
+    return Matrix{static_cast<int>(rows), static_cast<int>(cols), std::vector<float>(size_t(rows) * size_t(cols))};
+  };
+  if (const std::optional<Fp8Tensor> q = find_fp8(tensors, name, c.fp8)) {
+    Matrix m = zeros(q->rows, q->cols);
+    dequantize_fp8(q->view(), m.data);
+    return m;
+  }
+  if (const TensorView* v = tensors.find(name)) {
+    Matrix m = zeros(v->shape[0], v->shape[1]);
+    convert_to_f32(v->dtype, v->bytes.data(), m.data.size(), m.data.data());
+    return m;
+  }
+  const Mxfp4View q = *find_mxfp4(tensors, name);  // a routed expert stored as MXFP4
+  Matrix m = zeros(q.rows, q.cols);
+  dequantize_mxfp4(q, m.data);
+  return m;
+}
+
 ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c) {
   ModelWeights w;
   w.expert_storage = check_weights(tensors, c);
-  Fetcher f(tensors);
+  Fetcher f(tensors, c);
   if (c.dflash) {
     w.draft_fc = f.matrix("fc.weight");
     w.draft_hidden_norm = f.vector("hidden_norm.weight");

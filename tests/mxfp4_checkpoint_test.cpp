@@ -17,6 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::ScratchDir;
+using testing::StoredTensor;
+using testing::erase_stored;
+using testing::find_stored;
 
 const std::string kConfig = "moe_topk2_norm.json";  // hidden 64, expert width 32: MXFP4 fits
 const std::string kGate0 = "model.layers.0.mlp.experts.0.gate_proj";
@@ -34,43 +37,6 @@ fs::path make(const ScratchDir& dir, const std::string& name, ExpertStorage expe
 
 QuantizeReport quantize(const fs::path& from, const fs::path& to, bool force = false) {
   return quantize_checkpoint({from, to, force, 2, {}});
-}
-
-// A tensor of model.safetensors with its bytes, for tests that break a checkpoint on purpose.
-struct StoredTensor {
-  TensorSpec spec;
-  std::vector<std::byte> bytes;
-};
-
-// Rewrites dir/model.safetensors after `edit` changed its tensors; a tensor whose size changed
-// gets zeros (or its bytes cut short), which is all the header checks look at.
-void rewrite(const fs::path& dir, const std::function<void(std::vector<StoredTensor>&)>& edit) {
-  std::vector<StoredTensor> tensors;
-  {
-    auto file = SafetensorsFile::open(dir / "model.safetensors");
-    for (const auto& [name, v] : file->tensors())
-      tensors.push_back({{name, v.dtype, v.shape}, {v.bytes.begin(), v.bytes.end()}});
-  }
-  edit(tensors);
-  std::vector<TensorSpec> specs;
-  for (StoredTensor& t : tensors) {
-    t.bytes.resize(t.spec.nbytes());
-    specs.push_back(t.spec);
-  }
-  write_safetensors(dir / "model.safetensors", specs, [&](const TensorSpec& spec, std::span<std::byte> out) {
-    for (const StoredTensor& t : tensors)
-      if (t.spec.name == spec.name) std::memcpy(out.data(), t.bytes.data(), out.size());
-  });
-}
-
-StoredTensor& find(std::vector<StoredTensor>& tensors, const std::string& name) {
-  for (StoredTensor& t : tensors)
-    if (t.spec.name == name) return t;
-  throw std::logic_error("no tensor " + name);
-}
-
-void erase(std::vector<StoredTensor>& tensors, const std::string& name) {
-  std::erase_if(tensors, [&](const StoredTensor& t) { return t.spec.name == name; });
 }
 
 TEST(Mxfp4Checkpoint, LoadsMxfp4ExpertsAsTheirDequantizedValues) {
@@ -209,32 +175,33 @@ TEST(Mxfp4Checkpoint, RefusesBrokenMxfp4Tensors) {
   const std::string blocks = kGate0 + ".blocks", scales = kGate0 + ".scales";
   auto broken = [&](const std::string& name, const std::function<void(std::vector<StoredTensor>&)>& edit) {
     const fs::path path = make(dir, name, ExpertStorage::mxfp4);
-    rewrite(path, edit);
+    testing::rewrite_weights(path, edit);
     return path;
   };
-  EXPECT_THROW_WITH(load_model(broken("no_scales", [&](auto& t) { erase(t, scales); })), "model.safetensors",
+  EXPECT_THROW_WITH(load_model(broken("no_scales", [&](auto& t) { erase_stored(t, scales); })), "model.safetensors",
                     "'" + blocks + "' is present but its MXFP4 partner '" + scales + "' is missing");
-  EXPECT_THROW_WITH(load_model(broken("no_blocks", [&](auto& t) { erase(t, blocks); })),
+  EXPECT_THROW_WITH(load_model(broken("no_blocks", [&](auto& t) { erase_stored(t, blocks); })),
                     "'" + scales + "' is present but its MXFP4 partner '" + blocks + "' is missing");
-  EXPECT_THROW_WITH(load_model(broken("no_pair", [&](auto& t) { erase(t, blocks), erase(t, scales); })),
+  EXPECT_THROW_WITH(load_model(broken("no_pair", [&](auto& t) { erase_stored(t, blocks), erase_stored(t, scales); })),
                     "'" + kGate0 + ".weight' or MXFP4 .blocks + .scales is missing");
-  EXPECT_THROW_WITH(load_model(broken("bf16_blocks", [&](auto& t) { find(t, blocks).spec.dtype = DType::BF16; })),
+  EXPECT_THROW_WITH(
+      load_model(broken("bf16_blocks", [&](auto& t) { find_stored(t, blocks).spec.dtype = DType::BF16; })),
                     "'" + blocks + "' has dtype BF16, expected U8");
-  EXPECT_THROW_WITH(load_model(broken("f32_scales", [&](auto& t) { find(t, scales).spec.dtype = DType::F32; })),
+  EXPECT_THROW_WITH(load_model(broken("f32_scales", [&](auto& t) { find_stored(t, scales).spec.dtype = DType::F32; })),
                     "'" + scales + "' has dtype F32, expected U8");
-  EXPECT_THROW_WITH(load_model(broken("3d", [&](auto& t) { find(t, blocks).spec.shape = {32, 2, 16}; })),
+  EXPECT_THROW_WITH(load_model(broken("3d", [&](auto& t) { find_stored(t, blocks).spec.shape = {32, 2, 16}; })),
                     "'" + blocks + "' has shape [32, 2, 16], expected 2-D");
-  EXPECT_THROW_WITH(load_model(broken("scales_shape", [&](auto& t) { find(t, scales).spec.shape = {32, 1}; })),
+  EXPECT_THROW_WITH(load_model(broken("scales_shape", [&](auto& t) { find_stored(t, scales).spec.shape = {32, 1}; })),
                     "'" + scales + "' has shape [32, 1] but '" + blocks + "' [32, 32] implies [32, 2]");
-  EXPECT_THROW_WITH(load_model(broken("partial_block", [&](auto& t) { find(t, blocks).spec.shape = {32, 24}; })),
+  EXPECT_THROW_WITH(load_model(broken("partial_block", [&](auto& t) { find_stored(t, blocks).spec.shape = {32, 24}; })),
                     "'" + blocks + "' has shape [32, 24]: rows of 48 values are not whole MXFP4 blocks of 32");
   EXPECT_THROW_WITH(load_model(broken("other_matrix",
                                       [&](auto& t) {
-                                        find(t, blocks).spec.shape = {64, 16};
-                                        find(t, scales).spec.shape = {64, 1};
+                                        find_stored(t, blocks).spec.shape = {64, 16};
+                                        find_stored(t, scales).spec.shape = {64, 1};
                                       })),
                     "'" + blocks + "' is MXFP4 of a [64, 32] matrix but config.json implies [32, 64]");
-  EXPECT_THROW_WITH(load_model(broken("nan_scale", [&](auto& t) { find(t, scales).bytes[3] = std::byte{255}; })),
+  EXPECT_THROW_WITH(load_model(broken("nan_scale", [&](auto& t) { find_stored(t, scales).bytes[3] = std::byte{255}; })),
                     "'" + scales + "' holds scale byte 255 (E8M0 NaN) at block 3");
   EXPECT_THROW_WITH(load_model(broken("both", [&](auto& t) {
                       t.push_back({{kGate0 + ".weight", DType::BF16, {32, 64}}, {}});
@@ -243,7 +210,7 @@ TEST(Mxfp4Checkpoint, RefusesBrokenMxfp4Tensors) {
   // A checkpoint whose experts are half MXFP4, half float is refused: one storage for all.
   EXPECT_THROW_WITH(load_model(broken("mixed", [&](auto& t) {
                       const std::string up = "model.layers.2.mlp.experts.5.up_proj";
-                      erase(t, up + ".blocks"), erase(t, up + ".scales");
+                      erase_stored(t, up + ".blocks"), erase_stored(t, up + ".scales");
                       t.push_back({{up + ".weight", DType::BF16, {32, 64}}, {}});
                     })),
                     "routed experts mix storages", "'" + kGate0 + ".weight' is MXFP4",

@@ -6,7 +6,7 @@
 #include <random>
 
 #include "model/mxfp4.h"
-#include "model/mxfp4_writer.h"
+#include "model/quantized_writer.h"
 #include "model/quantization_error.h"
 #include "tests/test_support.h"
 

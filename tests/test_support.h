@@ -3,8 +3,10 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -68,6 +70,44 @@ inline std::filesystem::path make_checkpoint(const ScratchDir& dir, const std::s
   o.shard_bytes = shard_bytes;
   write_random_checkpoint(o);
   return o.out_dir;
+}
+
+// A tensor of a model.safetensors with its bytes, for tests that break a checkpoint on purpose.
+struct StoredTensor {
+  TensorSpec spec;
+  std::vector<std::byte> bytes;
+};
+
+// Rewrites dir/model.safetensors after `edit` changed its tensors; a tensor whose size changed
+// gets zeros (or its bytes cut short), which is all the header checks look at.
+inline void rewrite_weights(const std::filesystem::path& dir,
+                            const std::function<void(std::vector<StoredTensor>&)>& edit) {
+  std::vector<StoredTensor> tensors;
+  {
+    auto file = SafetensorsFile::open(dir / "model.safetensors");
+    for (const auto& [name, v] : file->tensors())
+      tensors.push_back({{name, v.dtype, v.shape}, {v.bytes.begin(), v.bytes.end()}});
+  }
+  edit(tensors);
+  std::vector<TensorSpec> specs;
+  for (StoredTensor& t : tensors) {
+    t.bytes.resize(t.spec.nbytes());
+    specs.push_back(t.spec);
+  }
+  write_safetensors(dir / "model.safetensors", specs, [&](const TensorSpec& spec, std::span<std::byte> out) {
+    for (const StoredTensor& t : tensors)
+      if (t.spec.name == spec.name) std::memcpy(out.data(), t.bytes.data(), out.size());
+  });
+}
+
+inline StoredTensor& find_stored(std::vector<StoredTensor>& tensors, const std::string& name) {
+  for (StoredTensor& t : tensors)
+    if (t.spec.name == name) return t;
+  throw std::logic_error("no tensor " + name);
+}
+
+inline void erase_stored(std::vector<StoredTensor>& tensors, const std::string& name) {
+  std::erase_if(tensors, [&](const StoredTensor& t) { return t.spec.name == name; });
 }
 
 // max |ours - ref| / max |ref| over one logits row: the error measure of every logits test.

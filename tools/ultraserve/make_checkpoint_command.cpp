@@ -7,10 +7,12 @@
 namespace ultraserve {
 namespace {
 
-DType float_dtype(const std::string& option, const std::string& value, const std::string& choices) {
+// fp8: block-scaled FP8 E4M3 linear weights (the other tensors BF16), as DeepSeek-V3 publishes them.
+DType weight_dtype(const std::string& option, const std::string& value, const std::string& choices) {
   if (value == "bf16") return DType::BF16;
   if (value == "f16") return DType::F16;
   if (value == "f32") return DType::F32;
+  if (value == "fp8") return DType::F8_E4M3;
   throw UsageError(option + " must be " + choices + " (got '" + value + "')");
 }
 
@@ -20,14 +22,14 @@ struct MakeCheckpointOptions : CommandOptions {
   int64_t shard_mb = 4096;
 
   MakeCheckpointOptions()
-      : CommandOptions("ultraserve make-checkpoint --config FILE --out DIR [--seed N] [--dtype bf16|f16|f32] "
-                       "[--experts bf16|f16|f32|mxfp4] [--shard-mb N] [--tokenizer FILE]") {
+      : CommandOptions("ultraserve make-checkpoint --config FILE --out DIR [--seed N] [--dtype bf16|f16|f32|fp8] "
+                       "[--experts bf16|f16|f32|fp8|mxfp4] [--shard-mb N] [--tokenizer FILE]") {
     options()
         .add(config, "config", "config.json describing the architecture (required)")
         .add(out, "out", "output directory (required)")
         .add(seed, "seed", "random seed (same seed, same weights)")
-        .add(dtype, "dtype", "weight dtype: bf16, f16 or f32")
-        .add(experts, "experts", "routed experts' storage: bf16, f16, f32 or mxfp4 (default: --dtype)")
+        .add(dtype, "dtype", "weight dtype: bf16, f16, f32 or fp8 (linear weights block-scaled FP8, the rest bf16)")
+        .add(experts, "experts", "routed experts' storage: bf16, f16, f32, fp8 or mxfp4 (default: --dtype)")
         .add(shard_mb, "shard-mb", "largest safetensors shard in MiB; bigger checkpoints get an index")
         .add(tokenizer, "tokenizer", "tokenizer.json to copy (default: a 256-byte byte-level tokenizer)");
   }
@@ -41,9 +43,9 @@ struct MakeCheckpointOptions : CommandOptions {
     o.out_dir = out;
     o.seed = static_cast<uint64_t>(seed);
     o.shard_bytes = static_cast<uint64_t>(shard_mb) << 20;
-    o.dtype = float_dtype("--dtype", dtype, "bf16, f16 or f32");
+    o.dtype = weight_dtype("--dtype", dtype, "bf16, f16, f32 or fp8");
     if (experts == "mxfp4") o.experts = ExpertStorage::mxfp4;
-    else if (!experts.empty()) o.expert_dtype = float_dtype("--experts", experts, "bf16, f16, f32 or mxfp4");
+    else if (!experts.empty()) o.expert_dtype = weight_dtype("--experts", experts, "bf16, f16, f32, fp8 or mxfp4");
     if (!tokenizer.empty()) o.tokenizer_json = tokenizer;
     return o;
   }

@@ -16,7 +16,7 @@ struct QuantizeCommandOptions : CommandOptions {
   QuantizeCommandOptions()
       : CommandOptions("ultraserve quantize --model DIR --out DIR [--force] [--threads N]") {
     options()
-        .add(model, "model", "HF checkpoint directory to read (BF16/F16/F32 experts)")
+        .add(model, "model", "HF checkpoint directory to read (BF16/F16/F32 or FP8 experts)")
         .add(out, "out", "directory to write the checkpoint with MXFP4 experts into (required)")
         .add(force, "force", "write into --out even if it exists and is not empty")
         .add(threads, "threads", "CPU threads (0 = one per core)");
