@@ -28,4 +28,24 @@ LoadedModel load_model(const std::filesystem::path& dir) {
   return {std::move(config), std::move(weights), std::move(tokenizer), std::move(stops)};
 }
 
+std::string default_model_dir() {
+  for (const std::filesystem::path& dir : {std::filesystem::path("models/default"),
+                                          std::filesystem::path(ULTRASERVE_SHIPPED_MODELS) / "default"})
+    if (std::filesystem::exists(dir / "config.json")) return dir.string();
+  return "";
+}
+
+std::optional<std::filesystem::path> bundled_draft(const std::filesystem::path& model_dir) {
+  const auto dir = model_dir / "draft";
+  if (std::filesystem::exists(dir / "config.json")) return dir;
+  return std::nullopt;
+}
+
+std::optional<std::filesystem::path> choose_draft(const std::filesystem::path& model_dir, const std::string& named,
+                                                  bool no_draft) {
+  if (no_draft) return std::nullopt;
+  if (!named.empty()) return std::filesystem::path(named);
+  return bundled_draft(model_dir);
+}
+
 }  // namespace ultraserve

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "model/model_config.h"
@@ -21,6 +23,19 @@ struct LoadedModel {
 };
 
 LoadedModel load_model(const std::filesystem::path& dir);
+
+// The shipped default model (models/default, with its draft in draft/): the one under the current
+// folder, else the one of the source tree this binary was built from; "" when neither exists.
+// serve, generate and evaluate use it when no --model is named.
+std::string default_model_dir();
+
+// A model folder may carry its DFlash draft in draft/ (a folder with its own config.json).
+std::optional<std::filesystem::path> bundled_draft(const std::filesystem::path& model_dir);
+
+// The draft a command uses, the same rule everywhere: none with --no-draft, else the one named
+// with --draft, else the model's bundled one (if any).
+std::optional<std::filesystem::path> choose_draft(const std::filesystem::path& model_dir, const std::string& named,
+                                                  bool no_draft);
 
 // The token ids sampling may pick: those the tokenizer can decode. Checkpoints pad the
 // embedding past the tokenizer (Qwen3: 151,936 rows, 151,669 tokens); the padding rows

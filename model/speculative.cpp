@@ -25,9 +25,14 @@ std::vector<int32_t> DFlashProposer::propose(int32_t anchor, int count) {
   return draft_.propose(cache_, seq_, anchor, count + 1);
 }
 
+int SpeculativeStats::tokens_gained() const {
+  // The first token comes from the prefill; every later one from a round. The stop token that
+  // ends a request is not among the generated tokens, but its round produced it.
+  return generated_tokens - 1 + (finish == FinishReason::stop);
+}
+
 double SpeculativeStats::mean_acceptance() const {
-  // The first token comes from the prefill; every later one from a round.
-  return rounds > 0 ? static_cast<double>(generated_tokens - 1) / rounds : 0.0;
+  return rounds > 0 ? static_cast<double>(tokens_gained()) / rounds : 0.0;
 }
 
 SpeculativeStats speculative_generate(CpuModel& target, Proposer& proposer, const Tokenizer& tokenizer,

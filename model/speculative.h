@@ -42,7 +42,8 @@ class DFlashProposer : public Proposer {
 
 struct SpeculativeStats : GenerationStats {
   int rounds = 0;                   // verify passes
-  double mean_acceptance() const;   // tau: tokens gained per round (accepted + the target's own)
+  int tokens_gained() const;        // by the rounds: all but the prefill's token, the stop token included
+  double mean_acceptance() const;   // tau: tokens gained per round (accepted + the target's own), >= 1
 };
 
 // The target must tap the layers the proposer reads (CpuModel::set_taps). Same errors as generate().

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <functional>
 
+#include <simdjson.h>
+
 #include "tests/child_process.h"
 #include "tests/test_support.h"
 
@@ -52,7 +54,7 @@ TEST(Cli, UsageErrorsExitWithTwoAndSayWhy) {
   EXPECT_RUN(ultraserve("generate --model x --prompt hi stray"), 2, "unexpected argument 'stray'");
   EXPECT_RUN(ultraserve("make-checkpoint --config a.json --out o --dtype q4"), 2, "--dtype must be");
   EXPECT_RUN(ultraserve("make-checkpoint --config a.json --out o --experts q4"), 2,
-             "--experts must be bf16, f16, f32 or mxfp4");
+             "--experts must be bf16, f16, f32, fp8 or mxfp4");
   EXPECT_RUN(ultraserve("quantize --out o"), 2, "--model is required");
   EXPECT_RUN(ultraserve("quantize --model m"), 2, "--out is required");
   EXPECT_RUN(ultraserve("generate --help"), 0, "--max-tokens");
@@ -200,6 +202,62 @@ TEST(Cli, ServeStartsWithTheShippedConfigFile) {
   serve.signal(SIGTERM);
   EXPECT_EQ(serve.wait(), 0) << serve.output();
   EXPECT_NE(serve.output().find("SIGTERM, shutting down"), std::string::npos) << serve.output();
+}
+
+TEST(Cli, EvaluateMeasuresTheModelAndItsBundledDraft) {
+  testing::ScratchDir dir;
+  const std::string model = (dir / "m").string(), report = (dir / "report.json").string();
+  ASSERT_EQ(ultraserve("make-checkpoint --config " + testing::fixture("configs/moe_topk2_norm.json").string() +
+                       " --out " + model).exit_code, 0);
+  // In the model's own draft/ folder, the draft is found without --draft.
+  ASSERT_EQ(ultraserve("make-checkpoint --config " + testing::fixture("configs/dflash_draft_moe_topk2.json").string() +
+                       " --out " + model + "/draft").exit_code, 0);
+  const std::string text = (dir / "heldout.jsonl").string();
+  testing::write_file(text, R"({"source": "a", "text": "In the beginning was the word, and the word was good."})" "\n"
+                            "\n"
+                            R"({"source": "b", "text": "The quick brown fox jumps over the lazy dog again."})" "\n"
+                            R"({"source": "c", "text": "Short."})" "\n"
+                            R"({"source": "d", "text": "Haus means house; Garten means garden; rot means red."})" "\n");
+  CliRun r = ultraserve("evaluate --model " + model + " --text " + text + " --window 32 --prompts 3 --prompt-tokens 8 "
+                        "--new-tokens 12 --blocks '[2,4,8]' --compare " + model + " --samples 2 --threads 2 --json " +
+                        report);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| block | tau |"), std::string::npos) << r.output;
+
+  simdjson::dom::parser parser;
+  simdjson::padded_string json(testing::read_file(report));
+  simdjson::dom::element root = parser.parse(json);
+  EXPECT_EQ(std::string_view(root["draft"]), model + "/draft");
+  // 162 bytes (a token each) + 3 <|endoftext|> = 165 tokens: 6 windows of 32 (the last of 5), each
+  // scoring every token but its first.
+  EXPECT_EQ(int64_t(root["tokens"]), 165 - 6);
+  const double perplexity = root["perplexity"];
+  EXPECT_TRUE(std::isfinite(perplexity) && perplexity > 1) << perplexity;
+  // A model against itself: the same logits to the bit.
+  EXPECT_EQ(double(root["compare"]["top1_agreement"]), 1.0);
+  EXPECT_EQ(double(root["compare"]["max_relative_logits_error"]), 0.0);
+  EXPECT_EQ(double(root["compare"]["perplexity"]), perplexity);
+  EXPECT_EQ(int64_t(root["speculative"]["prompts"]), 3);  // "Short." is too short
+  simdjson::dom::array blocks = root["speculative"]["blocks"];
+  EXPECT_EQ(blocks.size(), 3u);
+  for (simdjson::dom::element b : blocks) {
+    SCOPED_TRACE(int64_t(b["block"]));
+    EXPECT_GE(double(b["tau"]), 1.0);
+    EXPECT_EQ(int64_t(b["mismatches"]), 0);  // lossless
+  }
+  EXPECT_EQ(simdjson::dom::array(root["samples"]).size(), 2u);
+  EXPECT_EQ(std::string_view(root["samples"].at(0)["prompt"]), "In the b");
+
+  // --no-draft: no speculation section; bad input exits 1 naming the file (and the line).
+  CliRun plain = ultraserve("evaluate --model " + model + " --text " + text + " --window 32 --samples 0 --no-draft");
+  EXPECT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_EQ(plain.output.find("speculative"), std::string::npos) << plain.output;
+  EXPECT_RUN(ultraserve("evaluate --model " + model + " --text " + (dir / "absent.jsonl").string()), 1,
+             (dir / "absent.jsonl").string());
+  testing::write_file(dir / "bad.jsonl", R"({"text": "fine"})" "\n" R"({"text": 3})" "\n");
+  EXPECT_RUN(ultraserve("evaluate --model " + model + " --text " + (dir / "bad.jsonl").string()), 1,
+             (dir / "bad.jsonl").string() + ":2: no string field \"text\"");
+  EXPECT_RUN(ultraserve("evaluate --text " + text), 2, "--model is required");
 }
 
 TEST(Cli, DevicesSaysWhatItFinds) {

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from corpus import random_windows
 from dflash_model import DFlashDraft
-from schedule import adamw_with_cosine
+from schedule import adamw_with_cosine, steps_in
 from accelerator import DEVICE, autocast
 
 
@@ -94,23 +94,38 @@ def sample_anchors(n, per_sequence, low, high, generator):
     return torch.randint(low, high, (n, per_sequence), generator=generator)
 
 
-def train_draft(config, target, sequences, prompt_tokens, steps, batch, anchors_per_sequence, lr, gamma, seed, log):
+def train_draft(config, target, sequences, prompt_tokens, steps, batch, anchors_per_sequence, lr, gamma, seed, log,
+                seconds=0):
+    """`steps` optimiser steps; with steps == 0, as many as fit in `seconds` (reported, as for the target)."""
     torch.manual_seed(seed)
     draft = DFlashDraft(config).to(DEVICE)
     taps = TargetTaps(target, config["dflash_config"]["target_layer_ids"])
     b, mask_id = config["block_size"], config["dflash_config"]["mask_token_id"]
-    optimizer, schedule = adamw_with_cosine(draft.parameters(), lr, steps, 0.04, 0.01)
     weights = slot_weights(b, gamma, DEVICE)
-    generator = torch.Generator().manual_seed(seed)
-    s, t0 = sequences.shape[1], time.time()
-    for step in range(steps):
+    s = sequences.shape[1]
+
+    def loss_of_batch(generator):
         rows = torch.randint(0, sequences.shape[0], (batch,), generator=generator).to(DEVICE)
         tokens = sequences[rows]
         # Anchors in the generated part only: its next tokens are the target's own choices.
         anchors = sample_anchors(batch, anchors_per_sequence, prompt_tokens, s - b + 1, generator).to(DEVICE)
         logits, labels = draft_logits(draft, target, taps, tokens, anchors, b, mask_id)
         ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), reduction="none").view(batch, -1, b)
-        loss = (ce * weights).sum() / (weights.sum() * batch * anchors_per_sequence)
+        return (ce * weights).sum() / (weights.sum() * batch * anchors_per_sequence)
+
+    if steps == 0:
+        timing_generator = torch.Generator().manual_seed(seed + 1)
+
+        def forward_backward():
+            loss_of_batch(timing_generator).backward()
+            draft.zero_grad(set_to_none=True)
+
+        steps = steps_in(seconds, forward_backward, log, "draft")
+    optimizer, schedule = adamw_with_cosine(draft.parameters(), lr, steps, 0.04, 0.01)
+    generator = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    for step in range(steps):
+        loss = loss_of_batch(generator)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
         optimizer.step()
@@ -119,7 +134,7 @@ def train_draft(config, target, sequences, prompt_tokens, steps, batch, anchors_
         if step % 200 == 0 or step == steps - 1:
             log(f"draft step {step:5}/{steps}  loss {loss.item():.3f}  {time.time() - t0:6.1f} s")
     draft.eval()
-    return draft, taps, time.time() - t0
+    return draft, taps, time.time() - t0, steps
 
 
 @torch.no_grad()

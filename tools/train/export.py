@@ -58,7 +58,7 @@ def save_target(model, tokenizer, tokenizer_config, out: Path):
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     config = model.config.to_dict()
     config.update(architectures=["Qwen3MoeForCausalLM"], torch_dtype="bfloat16", dtype="bfloat16",
-                  output_router_logits=False)
+                  output_router_logits=False, num_experts=model.config.num_experts)  # the name older readers know
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "generation_config.json").write_text(json.dumps({"eos_token_id": config["eos_token_id"],
                                                             "pad_token_id": config["pad_token_id"]}, indent=2) + "\n")

@@ -1,7 +1,10 @@
-"""The optimiser and learning-rate schedule both trainings share: AdamW, linear warm-up, cosine decay."""
+"""What both trainings share: AdamW with linear warm-up and cosine decay, and how many steps fit a time."""
 import math
+import time
 
 import torch
+
+from accelerator import DEVICE
 
 
 def adamw_with_cosine(params, lr, steps, warmup_fraction, weight_decay, final_fraction=0.1):
@@ -16,3 +19,19 @@ def adamw_with_cosine(params, lr, steps, warmup_fraction, weight_decay, final_fr
         return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def steps_in(seconds, step, log, what):
+    """How many calls of step() fit in `seconds`, timed over a few calls after a warm-up."""
+    step()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.time()
+    for _ in range(5):
+        step()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.time() - t0) / 5
+    steps = max(1, int(seconds / per_step))
+    log(f"{what}: {per_step * 1e3:.1f} ms a step, {steps} steps fit in {seconds:.0f} s")
+    return steps

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-from schedule import adamw_with_cosine
+from schedule import adamw_with_cosine, steps_in
 from corpus import random_windows
 from accelerator import DEVICE, autocast
 
@@ -23,13 +23,25 @@ def make_config(vocab_size, eos_ids, pad_id):
                           router_aux_loss_coef=0.01, bos_token_id=None, eos_token_id=eos_ids, pad_token_id=pad_id)
 
 
-def train_target(config, stream, steps, batch, seq, lr, seed, log):
+def train_target(config, stream, steps, batch, seq, lr, seed, log, seconds=0):
+    """`steps` optimiser steps; with steps == 0, as many as fit in `seconds` (the count is reported,
+    so a rerun with --target-steps N repeats the run exactly)."""
     torch.manual_seed(seed)
     model = Qwen3MoeForCausalLM(config).to(DEVICE)
     model.train()
-    optimizer, schedule = adamw_with_cosine(model.parameters(), lr, steps, 0.02, 0.1)
     generator = torch.Generator().manual_seed(seed)
     stream = stream.to(DEVICE)
+    if steps == 0:
+        timing_generator = torch.Generator().manual_seed(seed + 1)
+
+        def forward_backward():  # no optimiser step: the weights stay as initialised
+            x = random_windows(stream, batch, seq, timing_generator)
+            with autocast():
+                model(input_ids=x, labels=x).loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        steps = steps_in(seconds, forward_backward, log, "target")
+    optimizer, schedule = adamw_with_cosine(model.parameters(), lr, steps, 0.02, 0.1)
     t0 = time.time()
     for step in range(steps):
         x = random_windows(stream, batch, seq, generator)
@@ -44,7 +56,7 @@ def train_target(config, stream, steps, batch, seq, lr, seed, log):
             log(f"target step {step:5}/{steps}  loss {loss.item():.3f}  lr {schedule.get_last_lr()[0]:.2e}  "
                 f"{time.time() - t0:6.1f} s")
     model.eval()
-    return model, time.time() - t0
+    return model, time.time() - t0, steps
 
 
 @torch.no_grad()

@@ -34,13 +34,16 @@ def main():
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--target-steps", type=int, default=6000)
+    ap.add_argument("--target-steps", type=int, default=0, help="0: as many as fit in --target-seconds")
+    ap.add_argument("--target-seconds", type=float, default=210)
     ap.add_argument("--target-batch", type=int, default=128)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--target-lr", type=float, default=2e-3)
-    ap.add_argument("--draft-sequences", type=int, default=12288)
+    ap.add_argument("--draft-sequences", type=int, default=8192)
     ap.add_argument("--draft-prompt-tokens", type=int, default=24)
-    ap.add_argument("--draft-steps", type=int, default=2000)
+    ap.add_argument("--generation-batch", type=int, default=2048)
+    ap.add_argument("--draft-steps", type=int, default=0, help="0: as many as fit in --draft-seconds")
+    ap.add_argument("--draft-seconds", type=float, default=90)
     ap.add_argument("--draft-batch", type=int, default=64)
     ap.add_argument("--draft-anchors", type=int, default=24)
     ap.add_argument("--draft-lr", type=float, default=1e-3)
@@ -53,6 +56,7 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.target_steps, args.draft_steps, args.draft_sequences = 30, 30, 512
+        args.target_seconds = args.draft_seconds = 0
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -84,11 +88,12 @@ def main():
 
     config = target_training.make_config(tok.get_vocab_size(), [special["<|im_end|>"], special["<|endoftext|>"]],
                                          special["<|endoftext|>"])
-    model, seconds = target_training.train_target(config, train_stream, args.target_steps, args.target_batch,
-                                                  args.seq, args.target_lr, args.seed, log)
+    model, seconds, target_steps = target_training.train_target(
+        config, train_stream, args.target_steps, args.target_batch, args.seq, args.target_lr, args.seed, log,
+        args.target_seconds)
     ppl, scored = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
     report["target"] = {"parameters": sum(p.numel() for p in model.parameters()), "seconds": seconds,
-                        "tokens_seen": args.target_steps * args.target_batch * args.seq,
+                        "steps": target_steps, "tokens_seen": target_steps * args.target_batch * args.seq,
                         "heldout_perplexity": ppl, "heldout_tokens_scored": scored}
     log(f"target: {seconds:.0f} s, held-out perplexity {ppl:.2f} over {scored} tokens")
 
@@ -99,17 +104,18 @@ def main():
     t0 = time.time()
     sequences = draft_training.make_training_sequences(
         model, train_stream, args.draft_sequences, args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens,
-        512, args.seed, log)
+        args.generation_batch, args.seed, log)
     heldout_sequences = draft_training.make_training_sequences(
         model, heldout_stream, 256, args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens, 256, args.seed, log)
     report["draft_data"] = {"sequences": args.draft_sequences, "seconds": time.time() - t0}
 
     dconfig = export.draft_config(config, args.draft_layers, args.draft_intermediate,
                                   [int(x) for x in args.draft_taps.split(",")], special["<|MASK|>"], args.block_size)
-    dmodel, taps, seconds = draft_training.train_draft(
+    dmodel, taps, seconds, draft_steps = draft_training.train_draft(
         dconfig, model, sequences, args.draft_prompt_tokens, args.draft_steps, args.draft_batch, args.draft_anchors,
-        args.draft_lr, args.gamma, args.seed, log)
+        args.draft_lr, args.gamma, args.seed, log, args.draft_seconds)
     report["draft"] = {"parameters": sum(p.numel() for p in dmodel.parameters()), "seconds": seconds,
+                       "steps": draft_steps,
                        "offline_tau": {}}
     for b in (4, 8, 16):
         tau = draft_training.offline_tau(dmodel, model, taps, heldout_sequences, args.draft_prompt_tokens, b,

@@ -12,6 +12,7 @@ using Args = std::vector<std::string>;
 int make_checkpoint_command(const Args& args);
 int quantize_command(const Args& args);
 int generate_command(const Args& args);
+int evaluate_command(const Args& args);
 int serve_command(const Args& args);
 int admin_command(const Args& args);
 int loadgen_command(const Args& args);

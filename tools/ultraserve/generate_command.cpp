@@ -12,7 +12,7 @@ namespace ultraserve {
 namespace {
 
 struct GenerateOptions : CommandOptions {
-  std::string model, prompt, stop, draft;
+  std::string model = default_model_dir(), prompt, stop, draft;
   bool chat = false, no_draft = false;
   int64_t max_tokens = 128, top_k = 0, seed = 0, threads = 0, block_size = 0;
   double temperature = 0.0, top_p = 1.0;
@@ -21,7 +21,7 @@ struct GenerateOptions : CommandOptions {
       : CommandOptions("ultraserve generate --model DIR --prompt TEXT [--chat] [--max-tokens N] [--temperature T] "
                        "[--top-k K] [--top-p P] [--seed N] [--stop TEXT] [--threads N] [--draft DIR [--block-size B]]") {
     options()
-        .add(model, "model", "HF checkpoint directory (config.json, safetensors, tokenizer.json)")
+        .add(model, "model", "HF checkpoint directory (config.json, safetensors, tokenizer.json; default: the shipped models/default)")
         .add(prompt, "prompt", "the prompt text")
         .add(chat, "chat", "wrap the prompt as a ChatML user turn and answer as the assistant")
         .add(max_tokens, "max-tokens", "most tokens to generate")
@@ -31,13 +31,13 @@ struct GenerateOptions : CommandOptions {
         .add(seed, "seed", "random seed for sampling")
         .add(stop, "stop", "stop when this text is generated (not printed)")
         .add(threads, "threads", "CPU threads (0 = one per core)")
-        .add(draft, "draft", "a DFlash draft for the model: speculative decoding (lossless)")
+        .add(draft, "draft", "a DFlash draft: speculative decoding, lossless (default: DIR/draft if it exists)")
         .add(no_draft, "no-draft", "decode without the draft even when one is given")
         .add(block_size, "block-size", "tokens per speculative block, anchor included (0 = the draft's)");
   }
 
   void validate() const {
-    if (model.empty()) throw UsageError("--model is required");
+    if (model.empty()) throw UsageError("--model is required (there is no shipped models/default)");
     if (prompt.empty()) throw UsageError("--prompt is required");
     if (max_tokens <= 0) throw UsageError("--max-tokens must be positive");
     if (!(temperature >= 0)) throw UsageError("--temperature must be >= 0");
@@ -74,8 +74,8 @@ int generate_command(const Args& args) {
     };
     GenerationStats stats;
     std::string speculation;
-    if (!o.draft.empty() && !o.no_draft) {
-      DFlashDraft draft(load_draft(o.draft), model, pool);
+    if (const auto draft_dir = choose_draft(o.model, o.draft, o.no_draft)) {
+      DFlashDraft draft(load_draft(*draft_dir), model, pool);
       model.set_taps(draft.target_layers());
       const int block = o.block_size ? static_cast<int>(o.block_size) : draft.config().dflash->block_size;
       DFlashProposer proposer(draft, static_cast<int>(request.prompt.size()) + request.max_tokens);

@@ -9,6 +9,7 @@
 #include "actors/settings_table.h"
 #include "config/admin_token.h"
 #include "config/command_options.h"
+#include "model/checkpoint.h"
 #include "tools/ultraserve/admin_shell.h"
 #include "tools/ultraserve/commands.h"
 #include "tools/ultraserve/stop_signal.h"
@@ -20,15 +21,15 @@ namespace {
 // the defaults live in one place (the structs). docs/configuration.md explains each.
 struct ServeOptions : CommandOptions {
   ServerSettings s;
-  std::string model, draft;
+  std::string model = default_model_dir(), draft;
   AdminSettings admin;
   bool no_admin = false;
   bool shell = false;
 
   ServeOptions() : CommandOptions("ultraserve serve --model DIR [--host H] [--port P] [--config-file FILE] [limits...]") {
     options()
-        .add(model, "model", "HF checkpoint directory")
-        .add(draft, "draft", "a DFlash draft for the model: speculative decoding (lossless)")
+        .add(model, "model", "HF checkpoint directory (default: the shipped models/default)")
+        .add(draft, "draft", "a DFlash draft: speculative decoding, lossless (default: DIR/draft if it exists)")
         .add(s.no_draft, "no-draft", "serve without the draft even when one is configured")
         .add(s.planner.block_size, "block-size", "speculative block, anchor included (0: the draft's; live)")
         .add(s.planner.adaptive_block, "adaptive-block-size", "choose each round's block (up to block-size) from measured costs")
@@ -76,7 +77,7 @@ struct ServeOptions : CommandOptions {
     auto require = [](bool ok, const std::string& what) {
       if (!ok) throw UsageError(what);
     };
-    require(!model.empty(), "--model is required");
+    require(!model.empty(), "--model is required (there is no shipped models/default)");
     require(s.devices.gpu_experts == "mxfp4" || s.devices.gpu_experts == "bf16", "--gpu-experts must be mxfp4 or bf16");
     require(s.devices.gpu_memory_fraction > 0 && s.devices.gpu_memory_fraction <= 1,
             "--gpu-memory-fraction must be in (0, 1]");
@@ -87,18 +88,19 @@ struct ServeOptions : CommandOptions {
     }
     // The limits' rules are shared with the admin console's `set` (actors/settings_table.h).
     ServerSettings checked = s;
-    checked.draft = no_draft_path() ? std::filesystem::path() : std::filesystem::path(draft);
+    checked.draft = draft_dir();
     const std::string limits_problem = check_settings(checked, "--");
     require(limits_problem.empty(), limits_problem);
     const std::string admin_problem = check_admin_settings(admin_settings());
     require(admin_problem.empty(), admin_problem);
     ServerSettings out = s;
     out.model = model;
-    out.draft = no_draft_path() ? std::filesystem::path() : std::filesystem::path(draft);
+    out.draft = draft_dir();
     return out;
   }
 
-  bool no_draft_path() const { return draft.empty() || s.no_draft; }
+  // The named draft, else the model's bundled one; none with --no-draft.
+  std::filesystem::path draft_dir() const { return choose_draft(model, draft, s.no_draft).value_or(""); }
 
   AdminSettings admin_settings() const {
     AdminSettings a = admin;
