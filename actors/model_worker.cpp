@@ -20,7 +20,7 @@ CpuWorker::CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vo
 WorkerInfo CpuWorker::info() const {
   const ModelConfig& c = model_.config();
   WorkerInfo info{"cpu", cache_.total_blocks(), cache_.block_size()};
-  info.kv_block_bytes = size_t(c.num_hidden_layers) * 2 * cache_.block_size() * c.kv_dim() * sizeof(float);
+  info.kv_block_bytes = size_t(c.kv_values_per_position()) * cache_.block_size() * sizeof(float);
   if (draft_) {
     const ModelConfig& d = draft_->config();
     info.draft = "DFlash, " + std::to_string(d.num_hidden_layers) + " layers, " +

@@ -6,6 +6,7 @@
 #include "actors/gpu_worker.h"
 #include "actors/server.h"
 #include "gpu/device_info.h"
+#include "model/error.h"
 
 namespace ultraserve {
 
@@ -46,7 +47,7 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
   const int device = resolve_device(parse_device(s.devices.device));
   if (device < 0) {
     const size_t block_bytes =
-        size_t(config.num_hidden_layers) * 2 * planner.kv_block_size * config.kv_dim() * sizeof(float);
+        size_t(config.kv_values_per_position()) * planner.kv_block_size * sizeof(float);
     const int blocks = planner.kv_blocks
                            ? planner.kv_blocks
                            : static_cast<int>(std::max<size_t>(1, (s.kv_memory_mb << 20) / block_bytes));
@@ -58,6 +59,8 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
     return std::make_unique<CpuWorker>(config, std::move(model.weights), sampleable_vocab, blocks,
                                        planner.kv_block_size, s.threads, std::move(draft));
   }
+  if (config.model_type == "mimo_v2_flash")  // its hybrid attention and routing have no kernels yet
+    throw ModelError("MiMo-V2 (model_type mimo_v2_flash) runs on the CPU engine only so far: serve it with --device cpu");
   if (!s.draft.empty() && !s.no_draft)
     std::fprintf(stderr, "ultraserve: DFlash on the GPU is not built yet: serving %s without the draft\n",
                  ("cuda:" + std::to_string(device)).c_str());

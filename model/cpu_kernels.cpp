@@ -62,11 +62,11 @@ void softmax(std::span<float> x) {
 }
 
 void norm_rope_heads(float* heads, int count, int head_dim, const float* norm, double eps, int position,
-                     double theta) {
+                     double theta, int rotary_dim) {
   for (int h = 0; h < count; ++h) {
     float* head = heads + static_cast<size_t>(h) * head_dim;
-    rms_norm(head, norm, head_dim, eps, head);
-    apply_rope(head, head_dim, position, theta);
+    if (norm) rms_norm(head, norm, head_dim, eps, head);
+    apply_rope(head, rotary_dim ? rotary_dim : head_dim, position, theta);
   }
 }
 

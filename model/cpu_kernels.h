@@ -27,9 +27,11 @@ void rms_norm(const float* x, const float* weight, int dim, double eps, float* o
 // Rotates (first half, second half) pairs of one head in place: HF's rotate_half convention.
 void apply_rope(float* head, int head_dim, int position, double theta);
 
-// Per-head RMS norm (q_norm / k_norm) then RoPE, in place, for `heads` consecutive heads.
+// Per-head RMS norm (q_norm / k_norm; skipped when `norm` is null) then RoPE on the first
+// `rotary_dim` dims of each head (0: all of them; fewer is MiMo-V2's partial RoPE), in place,
+// for `count` consecutive heads.
 void norm_rope_heads(float* heads, int count, int head_dim, const float* norm, double eps, int position,
-                     double theta);
+                     double theta, int rotary_dim = 0);
 
 // In-place softmax; returns nothing, handles -inf entries.
 void softmax(std::span<float> x);

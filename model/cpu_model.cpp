@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "model/cpu_kernels.h"
+#include "model/routing.h"
 
 namespace ultraserve {
 
@@ -82,47 +83,56 @@ std::vector<float> CpuModel::forward(PagedKvCache& cache, std::span<const Sequen
 void CpuModel::attention_block(PagedKvCache& cache, int layer, Batch& b) {
   const ModelConfig& c = config_;
   const LayerWeights& L = weights_.layers[layer];
-  const int hidden = c.hidden_size, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
-  const int group = c.num_attention_heads / c.num_key_value_heads;
+  const int hidden = c.hidden_size, hd = c.head_dim, vhd = c.value_head_dim(), heads = c.num_attention_heads;
+  const int qd = c.q_dim(), kd = c.k_dim(layer), vd = c.v_dim(layer);
+  const int group = heads / c.kv_heads(layer);
+  const ModelConfig::Rope rope = c.rope(layer);
+  const bool sliding = c.is_sliding_layer(layer);
   const int n = b.n;
 
   for (int r = 0; r < n; ++r)
     rms_norm(&b.x[size_t(r) * hidden], L.input_norm.data(), hidden, c.rms_norm_eps, &b.normed[size_t(r) * hidden]);
-  std::vector<float> q(size_t(n) * qd), k(size_t(n) * kvd), v(size_t(n) * kvd);
+  std::vector<float> q(size_t(n) * qd), k(size_t(n) * kd), v(size_t(n) * vd);
   matmul_nt(pool_, b.normed.data(), n, L.q_proj.view(), q.data());
   matmul_nt(pool_, b.normed.data(), n, L.k_proj.view(), k.data());
   matmul_nt(pool_, b.normed.data(), n, L.v_proj.view(), v.data());
+  if (c.value_scale != 1.0f)
+    for (float& x : v) x *= c.value_scale;
 
-  // Per-head q/k RMSNorm, then RoPE, then the new K/V go into the cache before attention
+  // Per-head q/k RMSNorm (Qwen3), then RoPE, then the new K/V go into the cache before attention
   // so that a token attends to itself and to earlier new tokens of its own sequence.
+  const float* q_norm = c.qk_norm ? L.q_norm.data() : nullptr;
+  const float* k_norm = c.qk_norm ? L.k_norm.data() : nullptr;
   for (int r = 0; r < n; ++r) {
-    norm_rope_heads(&q[size_t(r) * qd], c.num_attention_heads, hd, L.q_norm.data(), c.rms_norm_eps, b.position[r],
-                    c.rope_theta);
-    norm_rope_heads(&k[size_t(r) * kvd], c.num_key_value_heads, hd, L.k_norm.data(), c.rms_norm_eps, b.position[r],
-                    c.rope_theta);
-    std::copy_n(&k[size_t(r) * kvd], kvd, cache.key(*b.seq[r], layer, b.position[r]));
-    std::copy_n(&v[size_t(r) * kvd], kvd, cache.value(*b.seq[r], layer, b.position[r]));
+    norm_rope_heads(&q[size_t(r) * qd], heads, hd, q_norm, c.rms_norm_eps, b.position[r], rope.theta, rope.rotary_dim);
+    norm_rope_heads(&k[size_t(r) * kd], c.kv_heads(layer), hd, k_norm, c.rms_norm_eps, b.position[r], rope.theta,
+                    rope.rotary_dim);
+    std::copy_n(&k[size_t(r) * kd], kd, cache.key(*b.seq[r], layer, b.position[r]));
+    std::copy_n(&v[size_t(r) * vd], vd, cache.value(*b.seq[r], layer, b.position[r]));
   }
 
-  std::vector<float> attn(size_t(n) * qd);
+  std::vector<float> attn(size_t(n) * c.attention_out_dim());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool_.parallel_for(size_t(n) * c.num_attention_heads, [&](size_t begin, size_t end) {
+  pool_.parallel_for(size_t(n) * heads, [&](size_t begin, size_t end) {
     std::vector<float> scores;
     for (size_t task = begin; task < end; ++task) {
-      const int r = static_cast<int>(task / c.num_attention_heads);
-      const int h = static_cast<int>(task % c.num_attention_heads);
+      const int r = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
       const int kv_head = h / group;
-      const int len = b.position[r] + 1;  // causal: positions 0..own
+      // Causal: positions up to its own; a sliding layer sees only the last `window` of them.
+      const int last = b.position[r], first = sliding ? std::max(0, last - c.sliding->window + 1) : 0;
       const float* qh = &q[size_t(r) * qd + size_t(h) * hd];
-      scores.resize(len);
-      for (int p = 0; p < len; ++p) scores[p] = dot(qh, cache.key(*b.seq[r], layer, p) + kv_head * hd, hd) * scale;
+      scores.resize(last - first + 1);
+      for (int p = first; p <= last; ++p)
+        scores[p - first] = dot(qh, cache.key(*b.seq[r], layer, p) + kv_head * hd, hd) * scale;
+      // An attention sink is one more logit in the softmax that attends to nothing.
+      if (!L.sinks.empty()) scores.push_back(L.sinks[h]);
       softmax(scores);
-      float* out = &attn[size_t(r) * qd + size_t(h) * hd];
-      std::fill_n(out, hd, 0.f);
-      for (int p = 0; p < len; ++p) {
-        const float* vh = cache.value(*b.seq[r], layer, p) + kv_head * hd;
-        const float w = scores[p];
-        for (int d = 0; d < hd; ++d) out[d] += w * vh[d];
+      float* out = &attn[(size_t(r) * heads + h) * vhd];
+      std::fill_n(out, vhd, 0.f);
+      for (int p = first; p <= last; ++p) {
+        const float* vh = cache.value(*b.seq[r], layer, p) + kv_head * vhd;
+        const float w = scores[p - first];
+        for (int d = 0; d < vhd; ++d) out[d] += w * vh[d];
       }
     }
   });
@@ -162,20 +172,13 @@ void CpuModel::routed_experts(const LayerWeights& L, const float* in, int n, flo
   std::vector<float> router_logits(size_t(n) * experts);
   matmul_nt(pool_, in, n, L.router.view(), router_logits.data());
 
-  // Softmax over all experts, keep the top-k (optionally renormalised), then group the
-  // tokens by expert so each expert's weights are read once for all of its tokens.
+  // Each token's experts (model/routing.h), then the tokens grouped by expert so that each
+  // expert's weights are read once for all of its tokens.
   std::vector<std::vector<std::pair<int, float>>> tokens_of(experts);
-  std::vector<int> order(experts);
+  std::vector<ExpertChoice> chosen(top_k);
   for (int r = 0; r < n; ++r) {
-    std::span<float> probs(&router_logits[size_t(r) * experts], experts);
-    softmax(probs);
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
-                      [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
-    float sum = 0.f;
-    for (int i = 0; i < top_k; ++i) sum += probs[order[i]];
-    for (int i = 0; i < top_k; ++i)
-      tokens_of[order[i]].push_back({r, c.norm_topk_prob ? probs[order[i]] / sum : probs[order[i]]});
+    choose_experts(c, std::span<const float>(&router_logits[size_t(r) * experts], experts), L.router_bias, chosen);
+    for (const ExpertChoice& e : chosen) tokens_of[e.expert].push_back({r, e.weight});
   }
 
   std::vector<float> gathered, result;

@@ -2,7 +2,8 @@
 // Paged key/value cache: a pool of fixed-size blocks of token positions, shared by all
 // sequences. A sequence owns a block table (the blocks holding its positions, in order),
 // so sequences grow without copying and a finished one returns its blocks at once.
-// Block layout: [layer][key|value][position in block][kv_dim] floats.
+// Block layout: for each layer, [key: position in block][k_dim(layer)] then
+// [value: position in block][v_dim(layer)] floats (widths differ by layer in hybrid models).
 
 #include <cstddef>
 #include <cstdint>
@@ -24,8 +25,9 @@ class PagedKvCache : public KvBlockPool {
  private:
   float* slot(const KvSequence& seq, int layer, int kind, int position);
 
-  int layers_, kv_dim_;
-  size_t block_floats_;
+  std::vector<size_t> layer_offset_;  // floats from a block's start to each layer's keys
+  std::vector<int> width_[2];         // key and value floats per position, per layer
+  size_t block_floats_ = 0;
   std::vector<float> storage_;
 };
 

@@ -74,7 +74,8 @@ class FieldReader {
     return out;
   }
 
-  std::vector<std::string> string_list(std::string_view key) const {
+  // A list of strings, each one of `allowed` when that is not empty (layer_types, mlp_layer_types).
+  std::vector<std::string> string_list(std::string_view key, std::initializer_list<std::string_view> allowed = {}) const {
     std::vector<std::string> out;
     if (!has(key)) return out;
     simdjson::dom::array items;
@@ -82,6 +83,11 @@ class FieldReader {
     for (element item : items) {
       std::string_view v;
       if (item.get(v)) fail(key, "must be a list of strings");
+      if (allowed.size() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+        std::string names;
+        for (std::string_view a : allowed) names += (names.empty() ? "'" : ", '") + std::string(a) + "'";
+        fail(key, "entry " + std::to_string(out.size()) + " must be one of " + names);
+      }
       out.emplace_back(v);
     }
     return out;
@@ -190,6 +196,76 @@ ModelConfig::Fp8Quantization read_quantization(const FieldReader& f) {
   return out;
 }
 
+// One entry of MiMo-V2's rope_parameters {full_attention: {...}, sliding_attention: {...}}:
+// {rope_type "default", rope_theta, partial_rotary_factor}; HF's defaults where it is absent.
+ModelConfig::Rope read_layer_rope(const FieldReader& f, std::string_view kind, double default_theta, int head_dim) {
+  double theta = default_theta, partial = 0.334;
+  if (f.has("rope_parameters")) {
+    object all, one;
+    if (f.get("rope_parameters").get(all)) f.fail("rope_parameters", "must be an object");
+    if (!all[kind].get(one)) {
+      const FieldReader r(one, f.source() + ": rope_parameters." + std::string(kind));
+      if (r.has("rope_type") && r.string("rope_type") != "default")
+        r.fail("rope_type", "'" + r.string("rope_type") + "' is not supported (only 'default')");
+      theta = r.positive_number_or("rope_theta", default_theta);
+      partial = r.positive_number_or("partial_rotary_factor", partial);
+    }
+  }
+  if (partial > 1) f.fail("rope_parameters", std::string(kind) + ".partial_rotary_factor must be at most 1");
+  const int rotary = static_cast<int>(head_dim * partial);  // HF: int(head_dim * factor)
+  if (rotary < 2 || rotary % 2)
+    f.fail("rope_parameters", std::string(kind) + ": head_dim x partial_rotary_factor gives " +
+                                  std::to_string(rotary) + " rotary dims; RoPE needs an even number >= 2");
+  return {theta, rotary};
+}
+
+// MiMo-V2's own fields (transformers' MiMoV2FlashConfig, with its defaults), onto a config whose
+// common fields are read. Sliding layers have twice the KV heads and a sink logit per head.
+void read_mimo_v2(const FieldReader& f, ModelConfig& c) {
+  c.qk_norm = false;
+  c.v_head_dim = f.int_or("v_head_dim", 128, 1, 1 << 20);
+  c.value_scale = static_cast<float>(f.positive_number_or("attention_value_scale", 0.707));
+  const ModelConfig::Rope full = read_layer_rope(f, "full_attention", 5'000'000.0, c.head_dim);
+  c.rope_theta = full.theta;
+  c.rotary_dim = full.rotary_dim;
+  ModelConfig::Sliding sw;
+  sw.window = f.int_or("sliding_window", 128, 1, 1 << 30);
+  sw.kv_heads = 2 * c.num_key_value_heads;
+  const ModelConfig::Rope sliding = read_layer_rope(f, "sliding_attention", 10'000.0, c.head_dim);
+  sw.rope_theta = sliding.theta;
+  sw.rotary_dim = sliding.rotary_dim;
+  sw.sinks = true;
+  const auto types = f.string_list("layer_types", {"full_attention", "sliding_attention"});
+  if (!types.empty() && types.size() != size_t(c.num_hidden_layers))
+    f.fail("layer_types", "has " + std::to_string(types.size()) + " entries for " +
+                              std::to_string(c.num_hidden_layers) + " layers");
+  for (const std::string& t : types) sw.layers.push_back(t == "sliding_attention");
+  c.sliding = std::move(sw);
+  if (c.num_attention_heads % c.sliding->kv_heads != 0)
+    f.fail("num_key_value_heads", "twice it (the sliding layers' KV heads) must divide num_attention_heads");
+
+  c.num_experts = f.positive_int("n_routed_experts");
+  c.num_experts_per_tok = f.int_in("num_experts_per_tok", 1, c.num_experts);
+  c.moe_intermediate_size = f.positive_int("moe_intermediate_size");
+  c.norm_topk_prob = f.bool_or("norm_topk_prob", true);
+  c.router = ModelConfig::Router::sigmoid_grouped;
+  c.n_group = f.int_or("n_group", 1, 1, c.num_experts);
+  if (c.num_experts % c.n_group != 0) f.fail("n_group", "must divide n_routed_experts");
+  c.topk_group = f.int_or("topk_group", 1, 1, c.n_group);
+  if (c.num_experts / c.n_group < 2) f.fail("n_group", "groups need at least 2 experts (a group scores its best 2)");
+  if (c.num_experts_per_tok > c.topk_group * (c.num_experts / c.n_group))
+    f.fail("num_experts_per_tok", "more than the experts of topk_group groups");
+  c.routed_scaling_factor = f.positive_number_or("routed_scaling_factor", 1.0);  // null in published files
+  // mlp_layer_types: "dense" layers have the plain MLP (HF's default: layer 0 only).
+  const auto mlp = f.string_list("mlp_layer_types", {"dense", "sparse"});
+  if (!mlp.empty() && mlp.size() != size_t(c.num_hidden_layers))
+    f.fail("mlp_layer_types", "has " + std::to_string(mlp.size()) + " entries for " +
+                                  std::to_string(c.num_hidden_layers) + " layers");
+  if (mlp.empty()) c.mlp_only_layers = {0};
+  for (size_t l = 0; l < mlp.size(); ++l)
+    if (mlp[l] == "dense") c.mlp_only_layers.push_back(static_cast<int>(l));
+}
+
 object parse_object(simdjson::dom::parser& parser, simdjson::padded_string& padded, const std::string& source) {
   element root;
   if (auto err = parser.parse(padded).get(root))
@@ -215,6 +291,23 @@ std::vector<int32_t> parse_eos_token_ids(std::string_view json, const std::strin
   return FieldReader(parse_object(parser, padded, source), source).int_list("eos_token_id", 0, vocab_size - 1);
 }
 
+bool ModelConfig::is_sliding_layer(int layer) const {
+  if (!sliding) return false;
+  if (!sliding->layers.empty()) return sliding->layers[size_t(layer)];
+  return !(layer == 0 || (layer + 1) % 6 == 0);  // MiMo-V2's default: full on layer 0 and every 6th
+}
+
+ModelConfig::Rope ModelConfig::rope(int layer) const {
+  if (is_sliding_layer(layer)) return {sliding->rope_theta, sliding->rotary_dim};
+  return {rope_theta, rotary_dim ? rotary_dim : head_dim};
+}
+
+int64_t ModelConfig::kv_values_per_position() const {
+  int64_t n = 0;
+  for (int l = 0; l < num_hidden_layers; ++l) n += k_dim(l) + v_dim(l);
+  return n;
+}
+
 bool ModelConfig::is_moe_layer(int layer) const {
   if (num_experts == 0) return false;
   if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end())
@@ -229,22 +322,23 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
 
   ModelConfig c;
   c.model_type = f.string("model_type");
-  if (c.model_type != "qwen3" && c.model_type != "qwen3_moe")
-    f.fail("model_type", "'" + c.model_type + "' is not supported (supported: qwen3, qwen3_moe)");
+  const bool mimo = c.model_type == "mimo_v2_flash";
+  if (c.model_type != "qwen3" && c.model_type != "qwen3_moe" && !mimo)
+    f.fail("model_type", "'" + c.model_type + "' is not supported (supported: qwen3, qwen3_moe, mimo_v2_flash)");
   c.vocab_size = f.positive_int("vocab_size");
   c.hidden_size = f.positive_int("hidden_size");
   c.num_hidden_layers = f.positive_int("num_hidden_layers");
   c.num_attention_heads = f.positive_int("num_attention_heads");
   c.num_key_value_heads = f.int_or("num_key_value_heads", c.num_attention_heads, 1, 1 << 20);
-  c.head_dim = f.int_or("head_dim", c.hidden_size / c.num_attention_heads, 1, 1 << 20);
+  c.head_dim = f.int_or("head_dim", mimo ? 192 : c.hidden_size / c.num_attention_heads, 1, 1 << 20);
   // The fallback skips int_or's range check: with more heads than hidden_size it is 0, which
   // would make every attention head empty (and 1/sqrt(head_dim) infinite). Found by fuzzing.
   if (c.head_dim < 1)
     f.fail("head_dim", "missing, and hidden_size / num_attention_heads (" + std::to_string(c.hidden_size) + " / " +
                            std::to_string(c.num_attention_heads) + ") is 0");
   c.max_position_embeddings = f.int_or("max_position_embeddings", 32768, 1, 1 << 30);
-  c.rms_norm_eps = f.positive_number_or("rms_norm_eps", 1e-6);
-  c.rope_theta = read_rope_theta(f);
+  c.rms_norm_eps = f.positive_number_or("rms_norm_eps", mimo ? 1e-5 : 1e-6);
+  if (!mimo) c.rope_theta = read_rope_theta(f);
   c.tie_word_embeddings = f.bool_or("tie_word_embeddings", false);
   c.eos_token_ids = f.int_list("eos_token_id", 0, c.vocab_size - 1);
 
@@ -257,11 +351,12 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
     f.fail("num_key_value_heads", "must divide num_attention_heads");
   if (c.head_dim % 2 != 0) f.fail("head_dim", "must be even (RoPE rotates pairs)");
   if (f.bool_or("attention_bias", false)) f.fail("attention_bias", "attention biases are not supported");
-  if (f.bool_or("use_sliding_window", false))
+  if (!mimo && f.bool_or("use_sliding_window", false))
     f.fail("use_sliding_window", "sliding-window attention is not supported for " + c.model_type);
   if (f.has("hidden_act") && f.string("hidden_act") != "silu")
     f.fail("hidden_act", "only 'silu' is supported");
 
+  if (mimo) read_mimo_v2(f, c);
   if (c.model_type == "qwen3_moe") {
     // transformers 5 writes num_local_experts (its attribute_map alias of num_experts).
     c.num_experts = f.has("num_experts") ? f.positive_int("num_experts") : f.positive_int("num_local_experts");

@@ -1,7 +1,9 @@
 #pragma once
 // The architecture hyper-parameters of a checkpoint, read from its HF config.json.
-// One struct serves dense Qwen3 ("qwen3") and Qwen3-MoE ("qwen3_moe"): the MoE fields are
-// simply zero for a dense model.
+// One struct serves dense Qwen3 ("qwen3"), Qwen3-MoE ("qwen3_moe") and MiMo-V2 ("mimo_v2_flash"):
+// the MoE fields are zero for a dense model, and MiMo-V2's differences from Qwen3-MoE are options
+// (hybrid sliding-window attention with sinks, value heads narrower than query/key heads, partial
+// RoPE, no q/k norm, sigmoid group-limited routing).
 
 #include <cstdint>
 #include <filesystem>
@@ -15,7 +17,7 @@
 namespace ultraserve {
 
 struct ModelConfig {
-  std::string model_type;  // "qwen3" or "qwen3_moe"
+  std::string model_type;  // "qwen3", "qwen3_moe" or "mimo_v2_flash"
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;  // dense MLP width (dense layers and mlp_only_layers)
@@ -37,6 +39,31 @@ struct ModelConfig {
   std::vector<int> mlp_only_layers;
 
   std::vector<int32_t> eos_token_ids;
+
+  // Attention options (Qwen3 values by default).
+  int v_head_dim = 0;         // value head width; 0: head_dim (MiMo-V2: 128 against head_dim 192)
+  int rotary_dim = 0;         // RoPE on the first rotary_dim dims of a head; 0: all (MiMo-V2: partial)
+  bool qk_norm = true;        // per-head RMSNorm of q and k before RoPE (Qwen3; MiMo-V2 has none)
+  float value_scale = 1.0f;   // values are multiplied by it (MiMo-V2's attention_value_scale)
+  // Hybrid attention (MiMo-V2): sliding layers attend to the last sliding_window positions only,
+  // with their own KV head count, RoPE and a learned sink logit per query head.
+  struct Sliding {
+    int window = 0;
+    int kv_heads = 0;
+    double rope_theta = 10000.0;
+    int rotary_dim = 0;
+    bool sinks = false;
+    std::vector<bool> layers;  // per layer; empty: MiMo-V2's rule (full on layer 0 and every 6th)
+  };
+  std::optional<Sliding> sliding;
+
+  // Routing: softmax top-k (Qwen3-MoE), or sigmoid scores with a per-expert bias for the choice,
+  // the best topk_group of n_group expert groups, and weights from the plain scores (MiMo-V2,
+  // as DeepSeek-V3 without shared experts), scaled by routed_scaling_factor.
+  enum class Router { softmax_topk, sigmoid_grouped };
+  Router router = Router::softmax_topk;
+  int n_group = 1, topk_group = 1;
+  double routed_scaling_factor = 1.0;
 
   // A DFlash draft (architectures ["DFlashDraftModel"]): Qwen3 layers that read a target's
   // hidden states. Its checkpoint has no embeddings or LM head (it uses the target's), no
@@ -63,7 +90,22 @@ struct ModelConfig {
   // The layer has a routed-expert MLP (same rule as transformers' Qwen3MoeDecoderLayer).
   bool is_moe_layer(int layer) const;
   int q_dim() const { return num_attention_heads * head_dim; }
-  int kv_dim() const { return num_key_value_heads * head_dim; }
+  int kv_dim() const { return num_key_value_heads * head_dim; }  // a uniform model's (not hybrid)
+
+  // Per-layer attention shape: the same for every layer unless the model is hybrid.
+  bool is_sliding_layer(int layer) const;
+  int kv_heads(int layer) const { return is_sliding_layer(layer) ? sliding->kv_heads : num_key_value_heads; }
+  int value_head_dim() const { return v_head_dim ? v_head_dim : head_dim; }
+  int k_dim(int layer) const { return kv_heads(layer) * head_dim; }
+  int v_dim(int layer) const { return kv_heads(layer) * value_head_dim(); }
+  int attention_out_dim() const { return num_attention_heads * value_head_dim(); }  // o_proj's input
+  struct Rope {
+    double theta;
+    int rotary_dim;
+  };
+  Rope rope(int layer) const;
+  // Key and value floats one position takes in the KV cache, over all layers.
+  int64_t kv_values_per_position() const;
 
   // Parses and validates; `source` names the file in error messages.
   static ModelConfig parse(std::string_view json, const std::string& source);

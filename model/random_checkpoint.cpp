@@ -55,10 +55,16 @@ void store(DType t, float v, std::byte* dst) {
 
 void fill_tensor(ThreadPool& pool, uint64_t seed, const TensorSpec& spec, std::span<std::byte> out) {
   const size_t count = out.size() / dtype_size(spec.dtype);
-  const bool is_norm = spec.shape.size() == 1;
+  auto ends_with = [&](std::string_view suffix) { return spec.name.ends_with(suffix); };
+  // Attention sinks (logits, about as large as a score) and routing biases (small shifts of
+  // sigmoid scores) are vectors but not norm weights.
+  const bool is_sink = ends_with("self_attn.sinks"), is_bias = ends_with("e_score_correction_bias");
+  const bool is_norm = spec.shape.size() == 1 && !is_sink && !is_bias;
   const bool is_embedding = spec.name == "model.embed_tokens.weight";
-  const float scale = (is_norm || is_embedding) ? (is_norm ? 0.1f : 1.0f)
-                                                : 1.0f / std::sqrt(static_cast<float>(spec.shape.back()));
+  const float scale = is_sink ? 1.0f
+                      : is_bias ? 0.05f
+                      : (is_norm || is_embedding) ? (is_norm ? 0.1f : 1.0f)
+                                                  : 1.0f / std::sqrt(static_cast<float>(spec.shape.back()));
   const float offset = is_norm ? 1.0f : 0.0f;
   const uint64_t tensor_seed = seed ^ fnv1a(spec.name);
   const size_t chunks = (count + kChunk - 1) / kChunk;

@@ -104,14 +104,19 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
     const std::string p = layer_prefix(c, l);
     out.push_back({p + "input_layernorm.weight", {h}, l});
     out.push_back({p + "self_attn.q_proj.weight", {c.q_dim(), h}, l, false, true});
-    out.push_back({p + "self_attn.k_proj.weight", {c.kv_dim(), h}, l, false, true});
-    out.push_back({p + "self_attn.v_proj.weight", {c.kv_dim(), h}, l, false, true});
-    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_dim()}, l, false, true});
-    out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, l});
-    out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, l});
+    out.push_back({p + "self_attn.k_proj.weight", {c.k_dim(l), h}, l, false, true});
+    out.push_back({p + "self_attn.v_proj.weight", {c.v_dim(l), h}, l, false, true});
+    out.push_back({p + "self_attn.o_proj.weight", {h, c.attention_out_dim()}, l, false, true});
+    if (c.qk_norm) {
+      out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, l});
+      out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, l});
+    }
+    if (c.is_sliding_layer(l) && c.sliding->sinks) out.push_back({p + "self_attn.sinks", {c.num_attention_heads}, l});
     out.push_back({p + "post_attention_layernorm.weight", {h}, l});
     if (c.is_moe_layer(l)) {
       out.push_back({p + "mlp.gate.weight", {c.num_experts, h}, l});
+      if (c.router == ModelConfig::Router::sigmoid_grouped)
+        out.push_back({p + "mlp.gate.e_score_correction_bias", {c.num_experts}, l});
       for (int e = 0; e < c.num_experts; ++e)
         add_ffn(out, p + "mlp.experts." + std::to_string(e) + ".", h, c.moe_intermediate_size, l, true);
     } else {
@@ -184,8 +189,11 @@ ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c
     LayerWeights& L = w.layers.emplace_back();
     L.input_norm = f.vector(p + "input_layernorm.weight");
     L.post_attention_norm = f.vector(p + "post_attention_layernorm.weight");
-    L.q_norm = f.vector(p + "self_attn.q_norm.weight");
-    L.k_norm = f.vector(p + "self_attn.k_norm.weight");
+    if (c.qk_norm) {
+      L.q_norm = f.vector(p + "self_attn.q_norm.weight");
+      L.k_norm = f.vector(p + "self_attn.k_norm.weight");
+    }
+    if (c.is_sliding_layer(l) && c.sliding->sinks) L.sinks = f.vector(p + "self_attn.sinks");
     L.q_proj = f.matrix(p + "self_attn.q_proj.weight");
     L.k_proj = f.matrix(p + "self_attn.k_proj.weight");
     L.v_proj = f.matrix(p + "self_attn.v_proj.weight");
@@ -193,6 +201,8 @@ ModelWeights load_weights(const CheckpointTensors& tensors, const ModelConfig& c
     L.moe = c.is_moe_layer(l);
     if (L.moe) {
       L.router = f.matrix(p + "mlp.gate.weight");
+      if (c.router == ModelConfig::Router::sigmoid_grouped)
+        L.router_bias = f.vector(p + "mlp.gate.e_score_correction_bias");
       for (int e = 0; e < c.num_experts; ++e) L.experts.push_back(f.ffn(p + "mlp.experts." + std::to_string(e) + "."));
     } else {
       L.dense = f.ffn(p + "mlp.");

@@ -29,11 +29,13 @@ struct FeedForward {  // SwiGLU: down(silu(gate(x)) * up(x))
 };
 
 struct LayerWeights {
-  std::vector<float> input_norm, post_attention_norm, q_norm, k_norm;
+  std::vector<float> input_norm, post_attention_norm, q_norm, k_norm;  // q/k norm: empty without qk_norm
   Matrix q_proj, k_proj, v_proj, o_proj;
+  std::vector<float> sinks;          // [heads] attention-sink logits (MiMo-V2's sliding layers)
   bool moe = false;
   FeedForward dense;                 // when !moe
   Matrix router;                     // [num_experts, hidden] when moe
+  std::vector<float> router_bias;    // [num_experts] e_score_correction_bias (sigmoid_grouped routing)
   std::vector<FeedForward> experts;  // when moe
 };
 

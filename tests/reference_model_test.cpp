@@ -27,6 +27,7 @@ constexpr double kMaxRelativeError = 1e-4;
 struct Case {
   std::string name, config, dtype;
   uint64_t seed, shard_mb;
+  bool awaiting_reference;  // listed before its fixture was made (on the GPU machine, which has HF)
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -38,7 +39,7 @@ std::vector<Case> load_cases() {
   for (auto c : doc["cases"].get_array()) {
     cases.push_back({std::string(c["name"].get_string().value()), std::string(c["config"].get_string().value()),
                      std::string(c["dtype"].get_string().value()), c["seed"].get_uint64().value(),
-                     c["shard_mb"].get_uint64().value()});
+                     c["shard_mb"].get_uint64().value(), c["awaiting_reference"].get_bool().value_or(false)});
   }
   return cases;
 }
@@ -60,6 +61,8 @@ class ReferenceModelTest : public ::testing::TestWithParam<Case> {};
 TEST_P(ReferenceModelTest, MatchesTransformers) {
   const Case& c = GetParam();
   const auto fixture_path = testing::fixture("reference/" + c.name + ".safetensors");
+  if (c.awaiting_reference && !std::filesystem::exists(fixture_path))
+    GTEST_SKIP() << c.name << ": its HF fixture is not made yet (scripts/gpu.sh run --references)";
   ASSERT_TRUE(std::filesystem::exists(fixture_path))
       << fixture_path << " is missing: run tools/reference/model_reference.py (see docs/testing.md)";
   auto fixture = SafetensorsFile::open(fixture_path);

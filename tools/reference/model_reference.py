@@ -27,8 +27,40 @@ from transformers import AutoModelForCausalLM
 PROMPT_LENGTHS = (1, 7, 40)
 
 
+def load_exactly(checkpoint_dir):
+    """The checkpoint in transformers, every tensor used and none missing. Where transformers keeps
+    experts as fused [experts, ...] parameters and has no conversion from per-expert tensors for the
+    model type, the per-expert tensors are stacked here (gate_up_proj = [gate; up] per expert)."""
+    model, info = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=torch.float32,
+                                                       attn_implementation="eager", output_loading_info=True)
+    if not info["missing_keys"] and not info["unexpected_keys"]:
+        return model
+    from safetensors.torch import load_file
+    import glob
+    import re
+    ours = {}
+    for f in sorted(glob.glob(os.path.join(checkpoint_dir, "*.safetensors"))):
+        ours.update({k: v.float() for k, v in load_file(f).items()})
+    state = {}
+    experts = {}
+    for name, t in ours.items():
+        m = re.match(r"(.*\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$", name)
+        if m:
+            experts.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[m.group(3)] = t
+        else:
+            state[name] = t
+    for prefix, by_expert in experts.items():
+        order = [by_expert[e] for e in sorted(by_expert)]
+        state[prefix + ".gate_up_proj"] = torch.stack([torch.cat([x["gate"], x["up"]], 0) for x in order])
+        state[prefix + ".down_proj"] = torch.stack([x["down"] for x in order])
+    if model.config.tie_word_embeddings:
+        state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def reference_for_case(case, checkpoint_dir, greedy_tokens):
-    model = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=torch.float32)
+    model = load_exactly(checkpoint_dir)
     model.eval()
     vocab = model.config.vocab_size
     rng = random.Random(case["seed"])
