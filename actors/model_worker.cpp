@@ -6,11 +6,11 @@
 namespace ultraserve {
 
 CpuWorker::CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vocab, int kv_blocks,
-                     int kv_block_size, size_t threads, std::optional<LoadedDraft> draft)
+                     int kv_block_size, int max_sequences, size_t threads, std::optional<LoadedDraft> draft)
     : sampleable_vocab_(static_cast<size_t>(sampleable_vocab)),
       pool_(threads),
       model_(config, std::move(weights), pool_),
-      cache_(config, kv_blocks, kv_block_size) {
+      cache_(config, kv_blocks, kv_block_size, max_sequences) {
   if (!draft) return;
   draft_cache_ = std::make_unique<PagedKvCache>(draft->config, kv_blocks, kv_block_size);
   draft_ = std::make_unique<DFlashDraft>(std::move(*draft), model_, pool_);
@@ -20,7 +20,7 @@ CpuWorker::CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vo
 WorkerInfo CpuWorker::info() const {
   const ModelConfig& c = model_.config();
   WorkerInfo info{"cpu", cache_.total_blocks(), cache_.block_size()};
-  info.kv_block_bytes = size_t(c.kv_values_per_position()) * cache_.block_size() * sizeof(float);
+  info.kv_block_bytes = cache_.block_bytes();
   if (draft_) {
     const ModelConfig& d = draft_->config();
     info.draft = "DFlash, " + std::to_string(d.num_hidden_layers) + " layers, " +

@@ -47,7 +47,7 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
   const int device = resolve_device(parse_device(s.devices.device));
   if (device < 0) {
     const size_t block_bytes =
-        size_t(config.kv_values_per_position()) * planner.kv_block_size * sizeof(float);
+        size_t(config.paged_kv_values_per_position()) * planner.kv_block_size * sizeof(float);
     const int blocks = planner.kv_blocks
                            ? planner.kv_blocks
                            : static_cast<int>(std::max<size_t>(1, (s.kv_memory_mb << 20) / block_bytes));
@@ -57,7 +57,7 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
       check_draft_fits(draft->config, config, (s.draft / "config.json").string());
     }
     return std::make_unique<CpuWorker>(config, std::move(model.weights), sampleable_vocab, blocks,
-                                       planner.kv_block_size, s.threads, std::move(draft));
+                                       planner.kv_block_size, planner.max_batch, s.threads, std::move(draft));
   }
   if (config.model_type == "mimo_v2_flash")  // its hybrid attention and routing have no kernels yet
     throw ModelError("MiMo-V2 (model_type mimo_v2_flash) runs on the CPU engine only so far: serve it with --device cpu");

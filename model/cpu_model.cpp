@@ -99,17 +99,23 @@ void CpuModel::attention_block(PagedKvCache& cache, int layer, Batch& b) {
   if (c.value_scale != 1.0f)
     for (float& x : v) x *= c.value_scale;
 
-  // Per-head q/k RMSNorm (Qwen3), then RoPE, then the new K/V go into the cache before attention
-  // so that a token attends to itself and to earlier new tokens of its own sequence.
+  // Per-head q/k RMSNorm (Qwen3), then RoPE.
   const float* q_norm = c.qk_norm ? L.q_norm.data() : nullptr;
   const float* k_norm = c.qk_norm ? L.k_norm.data() : nullptr;
   for (int r = 0; r < n; ++r) {
     norm_rope_heads(&q[size_t(r) * qd], heads, hd, q_norm, c.rms_norm_eps, b.position[r], rope.theta, rope.rotary_dim);
     norm_rope_heads(&k[size_t(r) * kd], c.kv_heads(layer), hd, k_norm, c.rms_norm_eps, b.position[r], rope.theta,
                     rope.rotary_dim);
-    std::copy_n(&k[size_t(r) * kd], kd, cache.key(*b.seq[r], layer, b.position[r]));
-    std::copy_n(&v[size_t(r) * vd], vd, cache.value(*b.seq[r], layer, b.position[r]));
   }
+  // A token attends to itself and to earlier new tokens of its sequence straight from k and v
+  // (a sequence's rows are consecutive positions), to older ones through the cache. The new K/V
+  // go into the cache after attention: a sliding layer's ring may be shorter than the pass.
+  auto key_at = [&](int r, int p) -> const float* {
+    return p >= b.seq[r]->length ? &k[size_t(r - (b.position[r] - p)) * kd] : cache.key(*b.seq[r], layer, p);
+  };
+  auto value_at = [&](int r, int p) -> const float* {
+    return p >= b.seq[r]->length ? &v[size_t(r - (b.position[r] - p)) * vd] : cache.value(*b.seq[r], layer, p);
+  };
 
   std::vector<float> attn(size_t(n) * c.attention_out_dim());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -123,19 +129,24 @@ void CpuModel::attention_block(PagedKvCache& cache, int layer, Batch& b) {
       const float* qh = &q[size_t(r) * qd + size_t(h) * hd];
       scores.resize(last - first + 1);
       for (int p = first; p <= last; ++p)
-        scores[p - first] = dot(qh, cache.key(*b.seq[r], layer, p) + kv_head * hd, hd) * scale;
+        scores[p - first] = dot(qh, key_at(r, p) + kv_head * hd, hd) * scale;
       // An attention sink is one more logit in the softmax that attends to nothing.
       if (!L.sinks.empty()) scores.push_back(L.sinks[h]);
       softmax(scores);
       float* out = &attn[(size_t(r) * heads + h) * vhd];
       std::fill_n(out, vhd, 0.f);
       for (int p = first; p <= last; ++p) {
-        const float* vh = cache.value(*b.seq[r], layer, p) + kv_head * vhd;
+        const float* vh = value_at(r, p) + kv_head * vhd;
         const float w = scores[p - first];
         for (int d = 0; d < vhd; ++d) out[d] += w * vh[d];
       }
     }
   });
+
+  for (int r = 0; r < n; ++r) {
+    std::copy_n(&k[size_t(r) * kd], kd, cache.key(*b.seq[r], layer, b.position[r]));
+    std::copy_n(&v[size_t(r) * vd], vd, cache.value(*b.seq[r], layer, b.position[r]));
+  }
 
   std::vector<float> projected(size_t(n) * hidden);
   matmul_nt(pool_, attn.data(), n, L.o_proj.view(), projected.data());

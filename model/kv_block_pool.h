@@ -1,7 +1,9 @@
 #pragma once
 // The bookkeeping half of a paged KV cache: a pool of fixed-size blocks of token positions and
 // the block table of each sequence. It owns no K/V memory, so the CPU cache (host floats) and
-// the GPU worker (device memory) share one allocator.
+// the GPU worker (device memory) share one allocator. Models with sliding-window layers also
+// need one ring per live sequence (the window's positions of those layers, a fixed size): the
+// pool hands those out too, so that a sequence that fits has both.
 
 #include <cstdint>
 #include <vector>
@@ -11,11 +13,12 @@ namespace ultraserve {
 struct KvSequence {
   std::vector<int32_t> blocks;  // block table: the pool blocks holding positions 0.., in order
   int length = 0;               // positions written so far
+  int32_t ring = -1;            // its sliding-window ring, when the pool has rings
 };
 
 class KvBlockPool {
  public:
-  KvBlockPool(int num_blocks, int block_size);
+  KvBlockPool(int num_blocks, int block_size, int num_rings = 0);
 
   int block_size() const { return block_size_; }
   int total_blocks() const { return total_blocks_; }
@@ -23,16 +26,18 @@ class KvBlockPool {
   int used_blocks() const { return total_blocks_ - free_blocks(); }
   // Blocks a sequence needs to hold `length` positions.
   int blocks_for(int length) const { return (length + block_size_ - 1) / block_size_; }
+  int total_rings() const { return total_rings_; }
+  int free_rings() const { return static_cast<int>(free_rings_.size()); }
 
-  // Grows the block table so that `length` positions fit; false (and no change) if the pool
-  // has too few free blocks.
+  // Grows the block table so that `length` positions fit (and gives the sequence a ring when the
+  // pool has rings); false (and no change) if the pool has too few free blocks or no free ring.
   bool reserve(KvSequence& seq, int length);
-  // Returns all of the sequence's blocks to the pool and empties it.
+  // Returns all of the sequence's blocks (and its ring) to the pool and empties it.
   void release(KvSequence& seq);
 
  private:
-  int total_blocks_, block_size_;
-  std::vector<int32_t> free_list_;
+  int total_blocks_, block_size_, total_rings_;
+  std::vector<int32_t> free_list_, free_rings_;
 };
 
 }  // namespace ultraserve

@@ -302,9 +302,10 @@ ModelConfig::Rope ModelConfig::rope(int layer) const {
   return {rope_theta, rotary_dim ? rotary_dim : head_dim};
 }
 
-int64_t ModelConfig::kv_values_per_position() const {
+int64_t ModelConfig::paged_kv_values_per_position() const {
   int64_t n = 0;
-  for (int l = 0; l < num_hidden_layers; ++l) n += k_dim(l) + v_dim(l);
+  for (int l = 0; l < num_hidden_layers; ++l)
+    if (!is_sliding_layer(l)) n += k_dim(l) + v_dim(l);
   return n;
 }
 

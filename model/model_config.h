@@ -104,8 +104,9 @@ struct ModelConfig {
     int rotary_dim;
   };
   Rope rope(int layer) const;
-  // Key and value floats one position takes in the KV cache, over all layers.
-  int64_t kv_values_per_position() const;
+  // Key and value floats one position takes in the paged KV cache: the full-attention layers
+  // (sliding layers keep a fixed ring per sequence instead, see model/kv_cache.h).
+  int64_t paged_kv_values_per_position() const;
 
   // Parses and validates; `source` names the file in error messages.
   static ModelConfig parse(std::string_view json, const std::string& source);

@@ -43,7 +43,8 @@ SpeculativeStats speculative_generate(CpuModel& target, Proposer& proposer, cons
   const int prompt = static_cast<int>(request.prompt.size());
   if (prompt == 0) throw std::invalid_argument("the prompt is empty (it encodes to no tokens)");
   if (request.max_tokens <= 0) throw std::invalid_argument("max_tokens must be positive");
-  if (block_size < 2) throw std::invalid_argument("the block size must be at least 2");
+  if (block_size < 2 || block_size > PagedKvCache::kMaxRollback)
+    throw std::invalid_argument("the block size must be in [2, " + std::to_string(PagedKvCache::kMaxRollback) + "]");
   const int context = prompt + request.max_tokens;
   if (context > config.max_position_embeddings)
     throw std::invalid_argument("prompt (" + std::to_string(prompt) + " tokens) + max_tokens (" +

@@ -49,7 +49,7 @@ class WorkerFaultTest : public ::testing::Test {
     model_ = testing::make_checkpoint(dir_, "moe_topk2_norm.json", 21);
     LoadedModel m = load_model(model_);
     auto cpu = std::make_unique<CpuWorker>(m.config, std::move(m.weights), sampleable_vocab(m.config, m.tokenizer),
-                                           256, 16, 1);
+                                           256, 16, 64, 1);
     ServerSettings s;
     s.model = model_;
     s.net.port = 0;
