@@ -360,6 +360,8 @@ ModelConfig ModelConfig::parse(std::string_view json, const std::string& source)
   if (mimo) read_mimo_v2(f, c);
   if (c.model_type == "qwen3_moe") {
     // transformers 5 writes num_local_experts (its attribute_map alias of num_experts).
+    if (!f.has("num_experts") && !f.has("num_local_experts"))
+      f.fail("num_experts", "missing (nor num_local_experts, as transformers 5 writes it)");
     c.num_experts = f.has("num_experts") ? f.positive_int("num_experts") : f.positive_int("num_local_experts");
     c.num_experts_per_tok = f.int_in("num_experts_per_tok", 1, c.num_experts);
     c.moe_intermediate_size = f.positive_int("moe_intermediate_size");

@@ -4,7 +4,7 @@
 #   scripts/gpu.sh pack          here: build with CUDA (sm_90a), and pack into .gpu/bundle.tar.gz the
 #                                binaries, the shared libraries they need that Ubuntu lacks, the random
 #                                reference checkpoints and the Qwen3 tokenizer.
-#   scripts/gpu.sh run [--references] [PART...]
+#   scripts/gpu.sh run [PART...]
 #                                on the GPU machine (device tool: carry [".gpu"]): the parts named, or
 #                                all of them: tests (every test binary), sanitizer (compute-sanitizer
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
@@ -12,7 +12,7 @@
 #                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
 #                                train (tools/train/train.sh: trains the shipped default from the corpus that
 #                                tools/train/build_corpus.py made here; TRAIN_ARGS go to train.py).
-#                                --references also regenerates the HF reference fixtures. Everything
+#                                references (the HF fixtures made again: fixtures.tar.gz). Everything
 #                                lands in $OUT (run.log with the whole output).
 #
 # One device call:  run(command="bash scripts/gpu.sh run", carry=[".gpu"])
@@ -56,16 +56,6 @@ run() {
   export ULTRASERVE_SOURCE_DIR="$PWD" ULTRASERVE_BINARY_DIR="$PWD/$bundle/build"
   export NCCL_NVLS_ENABLE=0
   mkdir -p data && rm -rf data/qwen3-tokenizer && cp -r "$bundle"/qwen3-tokenizer data/
-
-  if [ "${1:-}" = "--references" ]; then
-    echo "== reference fixtures (HF transformers $(python3 -c 'import transformers; print(transformers.__version__)'))"
-    python3 tools/reference/model_reference.py --cases tests/fixtures/reference/cases.json \
-      --checkpoints "$bundle"/reference-checkpoints --out tests/fixtures/reference
-    python3 tools/reference/tokenizer_reference.py --cases tests/fixtures/tokenizer/cases.jsonl \
-      --tokenizer data/qwen3-tokenizer/tokenizer.json --out tests/fixtures/tokenizer/qwen3_reference.jsonl
-    tar -czf "$out"/fixtures.tar.gz tests/fixtures/reference/*.safetensors tests/fixtures/tokenizer/qwen3_reference*
-    shift
-  fi
 
   local parts=("$@")
   [ ${#parts[@]} -eq 0 ] && parts=(tests sanitizer gpu-bench hf-gpu-bench cpu-bench serving-bench)
@@ -135,6 +125,17 @@ PY
         ulimit -n 65536 || true
         "$bundle"/build/tools/serving_bench --ultraserve "$bundle"/build/tools/ultraserve \
           --connections '[100,1000,10000]' --json "$out"/serving.json ;;
+      references)  # the HF fixtures, made again from the same checkpoints (fixtures.tar.gz)
+        echo "HF transformers $(python3 -c 'import transformers; print(transformers.__version__)')"
+        { python3 tools/reference/model_reference.py --cases tests/fixtures/reference/cases.json \
+            --checkpoints "$bundle"/reference-checkpoints --out tests/fixtures/reference &&
+          python3 tools/reference/tokenizer_reference.py --cases tests/fixtures/tokenizer/cases.jsonl \
+            --tokenizer data/qwen3-tokenizer/tokenizer.json --out tests/fixtures/tokenizer/qwen3_reference.jsonl &&
+          "$bundle"/build/tools/ultraserve make-checkpoint --config tests/fixtures/configs/moe_fp8_partial_blocks.json \
+            --seed 11 --dtype fp8 --out /tmp/fp8-reference-checkpoint >/dev/null &&
+          CUDA_VISIBLE_DEVICES= python3 tools/reference/fp8_reference.py --checkpoint /tmp/fp8-reference-checkpoint \
+            --out tests/fixtures/reference/fp8_moe_partial_blocks.safetensors; } || failed=1
+        tar -czf "$out"/fixtures.tar.gz tests/fixtures/reference/*.safetensors tests/fixtures/tokenizer/qwen3_reference* ;;
       train)
         # shellcheck disable=SC2086  # TRAIN_ARGS are words for train.py
         tools/train/train.sh "$bundle"/build/tools/ultraserve "$bundle"/train-corpus data/qwen3-tokenizer/tokenizer.json \
@@ -149,5 +150,5 @@ PY
 case "${1:-}" in
   pack) pack ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/gpu.sh pack | run [--references] [tests|sanitizer|gpu-bench|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train ...]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu.sh pack | run [tests|sanitizer|gpu-bench|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
 esac

@@ -64,7 +64,7 @@ TEST_P(ReferenceModelTest, MatchesTransformers) {
   const Case& c = GetParam();
   const auto fixture_path = testing::fixture("reference/" + c.name + ".safetensors");
   if (c.awaiting_reference && !std::filesystem::exists(fixture_path))
-    GTEST_SKIP() << c.name << ": its HF fixture is not made yet (scripts/gpu.sh run --references)";
+    GTEST_SKIP() << c.name << ": its HF fixture is not made yet (scripts/gpu.sh run references)";
   ASSERT_TRUE(std::filesystem::exists(fixture_path))
       << fixture_path << " is missing: run tools/reference/model_reference.py (see docs/testing.md)";
   auto fixture = SafetensorsFile::open(fixture_path);

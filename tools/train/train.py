@@ -6,8 +6,9 @@
 
 1. a byte-level BPE tokenizer (tokenizer.py), 2. a Qwen3-MoE target with transformers' own
 Qwen3MoeForCausalLM (target.py), 3. target-generated continuations and a DFlash draft trained on them
-(draft.py), 4. both exported as safetensors (export.py): OUT/ holds the target, OUT/draft/ the draft.
-Experts become MXFP4 afterwards through `ultraserve quantize` (scripts/gpu.sh run train does it all).
+(draft.py) against the target as served (BF16, experts in MXFP4: mxfp4.py), 4. both exported as
+safetensors (export.py): OUT/ holds the target (BF16), OUT/draft/ the draft. Experts become MXFP4
+afterwards through `ultraserve quantize` (scripts/gpu.sh run train does it all).
 Writes OUT/../training.json with every figure and the training times. --smoke runs a few steps of each.
 """
 import argparse
@@ -22,6 +23,7 @@ import torch
 import corpus
 import draft as draft_training
 import export
+import mxfp4
 import target as target_training
 import tokenizer as tokenizer_training
 from accelerator import DEVICE
@@ -100,6 +102,13 @@ def main():
     export.save_target(model, tok, tokenizer_training.tokenizer_config("<|im_end|>", "<|endoftext|>"), args.out)
     report["target"]["reload_check"] = export.check_reload(model, args.out, heldout_stream[:4096].view(16, 256).to(DEVICE))
     log(f"exported target; transformers reload: {report['target']['reload_check']}")
+
+    # From here on the target is the one served: BF16 weights, MXFP4 experts (as `ultraserve quantize`
+    # makes them), so the draft learns the features and continuations it will meet.
+    mxfp4.as_served(model)
+    ppl, _ = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
+    report["target"]["heldout_perplexity_mxfp4_experts"] = ppl
+    log(f"target with MXFP4 experts: held-out perplexity {ppl:.2f}")
 
     t0 = time.time()
     sequences = draft_training.make_training_sequences(
