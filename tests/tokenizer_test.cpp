@@ -117,10 +117,10 @@ struct Fixture {
   std::vector<RefCase> cases;
 };
 
-Fixture load_fixture() {
+Fixture load_fixture(const fs::path& path = kFixture) {
   Fixture fx;
-  std::ifstream f(kFixture, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "cannot open " << kFixture;
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "cannot open " << path;
   simdjson::dom::parser parser;
   std::string line;
   size_t line_no = 0;
@@ -129,7 +129,7 @@ Fixture load_fixture() {
     if (line.empty()) continue;
     simdjson::dom::element el;
     if (parser.parse(line).get(el) != simdjson::SUCCESS) {
-      ADD_FAILURE() << kFixture << ":" << line_no << ": malformed JSON";
+      ADD_FAILURE() << path << ":" << line_no << ": malformed JSON";
       continue;
     }
     simdjson::dom::element meta;
@@ -143,7 +143,7 @@ Fixture load_fixture() {
     std::string_view text, decoded;
     simdjson::dom::array ids;
     if (el.at_key("text").get(text) || el.at_key("decoded").get(decoded) || el.at_key("ids").get(ids)) {
-      ADD_FAILURE() << kFixture << ":" << line_no << ": expected text, ids and decoded";
+      ADD_FAILURE() << path << ":" << line_no << ": expected text, ids and decoded";
       continue;
     }
     c.text = text;
@@ -221,6 +221,28 @@ TEST_F(Qwen3, MatchesReferenceFixture) {
 }
 
 // Hand-checked expectations, independent of any fixture.
+// The shipped default's own byte-level BPE (trained by tools/train/tokenizer.py in Qwen3's format):
+// HF tokenizers' ids and decodes for the same cases, made on the GPU machine by tools/train/train.sh.
+TEST(ShippedTokenizer, MatchesReferenceFixture) {
+  const fs::path json = kSourceDir / "models/default/tokenizer.json";
+  if (!fs::exists(json)) GTEST_SKIP() << "models/default is not trained yet";
+  const Tokenizer tok = Tokenizer::load(json);
+  const Fixture fx = load_fixture(kSourceDir / "tests/fixtures/tokenizer/default_reference.jsonl");
+  ASSERT_GE(fx.cases.size(), 2000u);
+  size_t id_mismatches = 0, decode_mismatches = 0;
+  for (size_t i = 0; i < fx.cases.size(); ++i) {
+    const RefCase& c = fx.cases[i];
+    const std::vector<int32_t> ids = tok.encode(c.text);
+    if (ids != c.ids && ++id_mismatches <= 10)
+      ADD_FAILURE() << "case " << i << " \"" << escaped(c.text) << "\"\n  expected " << ids_str(c.ids)
+                    << "\n  actual   " << ids_str(ids);
+    if (tok.decode(c.ids) != c.decoded && ++decode_mismatches <= 10)
+      ADD_FAILURE() << "decode of case " << i << " \"" << escaped(c.text) << "\"";
+  }
+  EXPECT_EQ(id_mismatches, 0u);
+  EXPECT_EQ(decode_mismatches, 0u);
+}
+
 TEST_F(Qwen3, KnownEncodings) {
   EXPECT_EQ(tok().encode("Hello world"), (std::vector<int32_t>{9707, 1879}));
   EXPECT_EQ(tok().encode("Hello, my dog is cute"), (std::vector<int32_t>{9707, 11, 847, 5562, 374, 18838}));

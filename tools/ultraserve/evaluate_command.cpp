@@ -55,7 +55,7 @@ struct EvaluateOptions : CommandOptions {
   }
 
   void validate() const {
-    if (model.empty()) throw UsageError("--model is required (there is no shipped models/default)");
+    if (model.empty()) throw UsageError("--model is required (models/default, the shipped default, is missing)");
     if (max_tokens < 2 || window < 2) throw UsageError("--max-tokens and --window must be at least 2");
     if (prompts < 0 || prompt_tokens < 1 || new_tokens < 1 || samples < 0 || threads < 0)
       throw UsageError("--prompts and --samples must be >= 0, --prompt-tokens and --new-tokens positive");

@@ -37,7 +37,7 @@ struct GenerateOptions : CommandOptions {
   }
 
   void validate() const {
-    if (model.empty()) throw UsageError("--model is required (there is no shipped models/default)");
+    if (model.empty()) throw UsageError("--model is required (models/default, the shipped default, is missing)");
     if (prompt.empty()) throw UsageError("--prompt is required");
     if (max_tokens <= 0) throw UsageError("--max-tokens must be positive");
     if (!(temperature >= 0)) throw UsageError("--temperature must be >= 0");

@@ -77,7 +77,7 @@ struct ServeOptions : CommandOptions {
     auto require = [](bool ok, const std::string& what) {
       if (!ok) throw UsageError(what);
     };
-    require(!model.empty(), "--model is required (there is no shipped models/default)");
+    require(!model.empty(), "--model is required (models/default, the shipped default, is missing)");
     require(s.devices.gpu_experts == "mxfp4" || s.devices.gpu_experts == "bf16", "--gpu-experts must be mxfp4 or bf16");
     require(s.devices.gpu_memory_fraction > 0 && s.devices.gpu_memory_fraction <= 1,
             "--gpu-memory-fraction must be in (0, 1]");
