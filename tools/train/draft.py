@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from corpus import random_windows
 from dflash_model import DFlashDraft
-from schedule import adamw_with_cosine, steps_in
+from schedule import steps_in, train
 from accelerator import DEVICE, autocast
 
 
@@ -104,37 +104,24 @@ def train_draft(config, target, sequences, prompt_tokens, steps, batch, anchors_
     weights = slot_weights(b, gamma, DEVICE)
     s = sequences.shape[1]
 
-    def loss_of_batch(generator):
-        rows = torch.randint(0, sequences.shape[0], (batch,), generator=generator).to(DEVICE)
+    timing, generator = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed)
+    draw = [timing]  # the timing steps draw from their own generator, so the run does not depend on them
+
+    def loss_of_batch():
+        rows = torch.randint(0, sequences.shape[0], (batch,), generator=draw[0]).to(DEVICE)
         tokens = sequences[rows]
         # Anchors in the generated part only: its next tokens are the target's own choices.
-        anchors = sample_anchors(batch, anchors_per_sequence, prompt_tokens, s - b + 1, generator).to(DEVICE)
+        anchors = sample_anchors(batch, anchors_per_sequence, prompt_tokens, s - b + 1, draw[0]).to(DEVICE)
         logits, labels = draft_logits(draft, target, taps, tokens, anchors, b, mask_id)
         ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), reduction="none").view(batch, -1, b)
         return (ce * weights).sum() / (weights.sum() * batch * anchors_per_sequence)
 
     if steps == 0:
-        timing_generator = torch.Generator().manual_seed(seed + 1)
-
-        def forward_backward():
-            loss_of_batch(timing_generator).backward()
-            draft.zero_grad(set_to_none=True)
-
-        steps = steps_in(seconds, forward_backward, log, "draft")
-    optimizer, schedule = adamw_with_cosine(draft.parameters(), lr, steps, 0.04, 0.01)
-    generator = torch.Generator().manual_seed(seed)
-    t0 = time.time()
-    for step in range(steps):
-        loss = loss_of_batch(generator)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % 200 == 0 or step == steps - 1:
-            log(f"draft step {step:5}/{steps}  loss {loss.item():.3f}  {time.time() - t0:6.1f} s")
+        steps = steps_in(seconds, lambda: (loss_of_batch().backward(), draft.zero_grad(set_to_none=True)), log, "draft")
+    draw[0] = generator
+    seconds_taken = train(draft.parameters(), loss_of_batch, steps, lr, 0.04, 0.01, log, "draft")
     draft.eval()
-    return draft, taps, time.time() - t0, steps
+    return draft, taps, seconds_taken, steps
 
 
 @torch.no_grad()

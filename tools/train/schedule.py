@@ -35,3 +35,22 @@ def steps_in(seconds, step, log, what):
     steps = max(1, int(seconds / per_step))
     log(f"{what}: {per_step * 1e3:.1f} ms a step, {steps} steps fit in {seconds:.0f} s")
     return steps
+
+
+def train(params, loss_of_batch, steps, lr, warmup_fraction, weight_decay, log, what):
+    """`steps` AdamW steps on loss_of_batch() (it draws its own batch), gradients clipped at 1.0, with the
+    cosine schedule. Returns the seconds taken."""
+    params = list(params)
+    optimizer, schedule = adamw_with_cosine(params, lr, steps, warmup_fraction, weight_decay)
+    t0 = time.time()
+    for step in range(steps):
+        loss = loss_of_batch()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 200 == 0 or step == steps - 1:
+            log(f"{what} step {step:5}/{steps}  loss {loss.item():.3f}  lr {schedule.get_last_lr()[0]:.2e}  "
+                f"{time.time() - t0:6.1f} s")
+    return time.time() - t0

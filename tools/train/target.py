@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-from schedule import adamw_with_cosine, steps_in
+from schedule import steps_in, train
 from corpus import random_windows
 from accelerator import DEVICE, autocast
 
@@ -29,34 +29,21 @@ def train_target(config, stream, steps, batch, seq, lr, seed, log, seconds=0):
     torch.manual_seed(seed)
     model = Qwen3MoeForCausalLM(config).to(DEVICE)
     model.train()
-    generator = torch.Generator().manual_seed(seed)
     stream = stream.to(DEVICE)
-    if steps == 0:
-        timing_generator = torch.Generator().manual_seed(seed + 1)
+    timing, generator = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed)
+    draw = [timing]  # the timing steps draw from their own generator, so the run does not depend on them
 
-        def forward_backward():  # no optimiser step: the weights stay as initialised
-            x = random_windows(stream, batch, seq, timing_generator)
-            with autocast():
-                model(input_ids=x, labels=x).loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        steps = steps_in(seconds, forward_backward, log, "target")
-    optimizer, schedule = adamw_with_cosine(model.parameters(), lr, steps, 0.02, 0.1)
-    t0 = time.time()
-    for step in range(steps):
-        x = random_windows(stream, batch, seq, generator)
+    def loss_of_batch():
+        x = random_windows(stream, batch, seq, draw[0])
         with autocast():
-            loss = model(input_ids=x, labels=x).loss  # includes the router's load-balancing loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % 200 == 0 or step == steps - 1:
-            log(f"target step {step:5}/{steps}  loss {loss.item():.3f}  lr {schedule.get_last_lr()[0]:.2e}  "
-                f"{time.time() - t0:6.1f} s")
+            return model(input_ids=x, labels=x).loss  # includes the router's load-balancing loss
+
+    if steps == 0:
+        steps = steps_in(seconds, lambda: (loss_of_batch().backward(), model.zero_grad(set_to_none=True)), log, "target")
+    draw[0] = generator
+    seconds_taken = train(model.parameters(), loss_of_batch, steps, lr, 0.02, 0.1, log, "target")
     model.eval()
-    return model, time.time() - t0, steps
+    return model, seconds_taken, steps
 
 
 @torch.no_grad()
