@@ -20,6 +20,13 @@ def token_stream(tokenizer, texts, separator_id):
     return torch.from_numpy(np.asarray(ids, dtype=np.int64))
 
 
+def document_starts(tokenizer, texts, length):
+    """The first `length` tokens of every document that has that many: prompts as a server sees them."""
+    starts = [enc.ids[:length] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)
+              if len(enc.ids) >= length]
+    return torch.tensor(starts, dtype=torch.int64)
+
+
 def random_windows(stream, count, length, generator):
     """`count` windows of `length` tokens at random offsets of the stream (on its device)."""
     starts = torch.randint(0, stream.numel() - length, (count,), generator=generator, device="cpu")

@@ -25,14 +25,12 @@ def greedy_continuations(target, prompts, new_tokens):
     return torch.cat(tokens, 1)
 
 
-def make_training_sequences(target, stream, count, prompt_tokens, new_tokens, batch, seed, log):
-    generator = torch.Generator().manual_seed(seed)
-    stream = stream.to(DEVICE)
+def make_training_sequences(target, prompts, new_tokens, batch, log, what):
+    """The target's greedy continuations of every prompt ([n, p] -> [n, p + new_tokens])."""
     sequences, t0 = [], time.time()
-    for start in range(0, count, batch):
-        prompts = random_windows(stream, min(batch, count - start), prompt_tokens, generator)
-        sequences.append(greedy_continuations(target, prompts, new_tokens))
-    log(f"draft data: {count} target continuations of {new_tokens} tokens in {time.time() - t0:.1f} s")
+    for chunk in prompts.to(DEVICE).split(batch):
+        sequences.append(greedy_continuations(target, chunk, new_tokens))
+    log(f"{what}: {prompts.shape[0]} target continuations of {new_tokens} tokens in {time.time() - t0:.1f} s")
     return torch.cat(sequences)
 
 
@@ -125,14 +123,18 @@ def train_draft(config, target, sequences, prompt_tokens, steps, batch, anchors_
 
 
 @torch.no_grad()
-def offline_tau(draft, target, taps, sequences, prompt_tokens, block_size, mask_id, anchors_per_sequence=8):
+def offline_tau(draft, target, taps, sequences, prompt_tokens, block_size, mask_id, anchors_per_sequence=8,
+                horizon=None):
     """Mean tokens per round if each block were verified against the target's greedy continuation:
-    1 (the target's own token) + the draft's leading matches. ultraserve's engine measures the real one."""
+    1 (the target's own token) + the draft's leading matches, for anchors in the first `horizon` generated
+    tokens (all of them by default). ultraserve's engine measures the real one."""
     generator = torch.Generator().manual_seed(1234)
+    last = sequences.shape[1] - block_size + 1
+    if horizon:
+        last = min(last, prompt_tokens + horizon - block_size + 1)
     total, rounds = 0.0, 0
     for chunk in sequences.split(64):
-        anchors = sample_anchors(chunk.shape[0], anchors_per_sequence, prompt_tokens,
-                                 chunk.shape[1] - block_size + 1, generator).to(DEVICE)
+        anchors = sample_anchors(chunk.shape[0], anchors_per_sequence, prompt_tokens, last, generator).to(DEVICE)
         logits, labels = draft_logits(draft, target, taps, chunk, anchors, block_size, mask_id)
         hits = (logits.argmax(-1) == labels).view(chunk.shape[0], -1, block_size)[:, :, 1:]
         leading = hits.int().cumprod(-1).sum(-1)

@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--target-lr", type=float, default=2e-3)
     ap.add_argument("--draft-sequences", type=int, default=8192)
     ap.add_argument("--draft-prompt-tokens", type=int, default=24)
+    ap.add_argument("--draft-document-starts", type=float, default=0.5,
+                    help="fraction of the draft's prompts taken from document starts (the rest: random windows)")
     ap.add_argument("--generation-batch", type=int, default=2048)
     ap.add_argument("--draft-steps", type=int, default=0, help="0: as many as fit in --draft-seconds")
     ap.add_argument("--draft-seconds", type=float, default=90)
@@ -110,13 +112,22 @@ def main():
     report["target"]["heldout_perplexity_mxfp4_experts"] = ppl
     log(f"target with MXFP4 experts: held-out perplexity {ppl:.2f}")
 
+    # Prompts: random windows of the text, and document starts (as a server sees them; the target's first
+    # tokens after a fresh start are the hard ones to draft).
     t0 = time.time()
-    sequences = draft_training.make_training_sequences(
-        model, train_stream, args.draft_sequences, args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens,
-        args.generation_batch, args.seed, log)
-    heldout_sequences = draft_training.make_training_sequences(
-        model, heldout_stream, 256, args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens, 256, args.seed, log)
-    report["draft_data"] = {"sequences": args.draft_sequences, "seconds": time.time() - t0}
+    generator = torch.Generator().manual_seed(args.seed)
+    p, new = args.draft_prompt_tokens, args.seq - args.draft_prompt_tokens
+    starts = corpus.document_starts(tok, train_docs, p)
+    n_starts = int(args.draft_sequences * args.draft_document_starts)
+    prompts = torch.cat([corpus.random_windows(train_stream, args.draft_sequences - n_starts, p, generator),
+                         starts[torch.randint(0, starts.shape[0], (n_starts,), generator=generator)]])
+    sequences = draft_training.make_training_sequences(model, prompts, new, args.generation_batch, log, "draft data")
+    heldout = {"windows": corpus.random_windows(heldout_stream, 128, p, generator),
+               "document_starts": corpus.document_starts(tok, heldout_docs, p)[:128]}
+    heldout = {k: draft_training.make_training_sequences(model, v, new, 256, log, f"held-out {k}")
+               for k, v in heldout.items()}
+    report["draft_data"] = {"sequences": args.draft_sequences, "document_starts": n_starts,
+                            "seconds": time.time() - t0}
 
     dconfig = export.draft_config(config, args.draft_layers, args.draft_intermediate,
                                   [int(x) for x in args.draft_taps.split(",")], special["<|MASK|>"], args.block_size)
@@ -126,11 +137,17 @@ def main():
     report["draft"] = {"parameters": sum(p.numel() for p in dmodel.parameters()), "seconds": seconds,
                        "steps": draft_steps,
                        "offline_tau": {}}
-    for b in (4, 8, 16):
-        tau = draft_training.offline_tau(dmodel, model, taps, heldout_sequences, args.draft_prompt_tokens, b,
-                                         special["<|MASK|>"])
-        report["draft"]["offline_tau"][str(b)] = tau
-        log(f"draft: offline tau at B={b}: {tau:.2f} (held-out target continuations)")
+    # tau as the training sees it: held-out windows and document starts, anchors anywhere in the 232
+    # generated tokens or within the first 64 (what `ultraserve evaluate` generates by default).
+    for name, held in heldout.items():
+        for horizon in (None, 64):
+            key = f"{name}_first_{horizon}" if horizon else name
+            report["draft"]["offline_tau"][key] = {}
+            for b in (4, 8, 16):
+                tau = draft_training.offline_tau(dmodel, model, taps, held, p, b, special["<|MASK|>"], horizon=horizon)
+                report["draft"]["offline_tau"][key][str(b)] = tau
+            log(f"draft: offline tau ({key}) at B=4/8/16: " +
+                " / ".join(f"{t:.2f}" for t in report["draft"]["offline_tau"][key].values()))
     export.save_draft(dmodel, args.out / "draft")
 
     report["total_seconds"] = time.time() - t_start
