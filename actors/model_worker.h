@@ -37,7 +37,7 @@ class CpuWorker : public ModelWorker {
  public:
   // Samples among the first `sampleable_vocab` ids (see sampleable_vocab() in model/checkpoint.h).
   // With a DFlash `draft`, decode entries may be speculative (StepEntry::speculate).
-  // max_sequences: sequences running at once (a hybrid model's KV rings, model/kv_cache.h).
+  // max_sequences: sequences running at once: the KV rings a hybrid model makes up front (model/kv_cache.h).
   CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vocab, int kv_blocks, int kv_block_size,
             int max_sequences, size_t threads, std::optional<LoadedDraft> draft = std::nullopt);
   StepResult execute(const StepPlan& plan) override;

@@ -15,9 +15,12 @@ KvBlockPool::KvBlockPool(int num_blocks, int block_size, int num_rings)
 
 bool KvBlockPool::reserve(KvSequence& seq, int length) {
   const bool needs_ring = total_rings_ > 0 && seq.ring < 0;
-  if (needs_ring && free_rings_.empty()) return false;
   int need = blocks_for(length) - static_cast<int>(seq.blocks.size());
   if (need > free_blocks()) return false;
+  if (needs_ring && free_rings_.empty()) {
+    free_rings_.push_back(total_rings_++);
+    grow_rings(total_rings_);
+  }
   if (needs_ring) {
     seq.ring = free_rings_.back();
     free_rings_.pop_back();

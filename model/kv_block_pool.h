@@ -3,7 +3,8 @@
 // the block table of each sequence. It owns no K/V memory, so the CPU cache (host floats) and
 // the GPU worker (device memory) share one allocator. Models with sliding-window layers also
 // need one ring per live sequence (the window's positions of those layers, a fixed size): the
-// pool hands those out too, so that a sequence that fits has both.
+// pool hands those out too, adding one (grow_rings) when every ring is taken, so the number of
+// rings follows the number of live sequences, however the batch limit is set.
 
 #include <cstdint>
 #include <vector>
@@ -18,7 +19,9 @@ struct KvSequence {
 
 class KvBlockPool {
  public:
+  // num_rings: rings made up front; 0 for a pool without rings.
   KvBlockPool(int num_blocks, int block_size, int num_rings = 0);
+  virtual ~KvBlockPool() = default;
 
   int block_size() const { return block_size_; }
   int total_blocks() const { return total_blocks_; }
@@ -30,10 +33,14 @@ class KvBlockPool {
   int free_rings() const { return static_cast<int>(free_rings_.size()); }
 
   // Grows the block table so that `length` positions fit (and gives the sequence a ring when the
-  // pool has rings); false (and no change) if the pool has too few free blocks or no free ring.
+  // pool has rings); false (and no change) if the pool has too few free blocks.
   bool reserve(KvSequence& seq, int length);
   // Returns all of the sequence's blocks (and its ring) to the pool and empties it.
   void release(KvSequence& seq);
+
+ protected:
+  // Called when reserve() adds a ring: the owner of the memory makes room for `total` rings.
+  virtual void grow_rings(int total) {}
 
  private:
   int total_blocks_, block_size_, total_rings_;

@@ -1,9 +1,11 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+
 namespace ultraserve {
 namespace {
 
-int rings_for(const ModelConfig& config, int max_sequences) { return config.sliding ? max_sequences : 0; }
+int rings_for(const ModelConfig& config, int max_sequences) { return config.sliding ? std::max(1, max_sequences) : 0; }
 
 }  // namespace
 

@@ -26,7 +26,7 @@ class PagedKvCache : public KvBlockPool {
  public:
   static constexpr int kMaxRollback = 64;  // the largest speculative block (dflash_config.block_size <= 64)
 
-  // `max_sequences`: how many sequences may hold a ring at once (hybrid models only).
+  // `max_sequences`: the rings made up front (hybrid models only); more are added as sequences need them.
   PagedKvCache(const ModelConfig& config, int num_blocks, int block_size, int max_sequences = 1);
 
   float* key(const KvSequence& seq, int layer, int position) { return slot(seq, layer, 0, position); }
@@ -38,6 +38,7 @@ class PagedKvCache : public KvBlockPool {
 
  private:
   float* slot(const KvSequence& seq, int layer, int kind, int position);
+  void grow_rings(int total) override { rings_.resize(ring_floats_ * size_t(total)); }
 
   std::vector<bool> in_ring_;         // per layer: a sliding layer, kept in the rings
   std::vector<size_t> layer_offset_;  // floats from a block's (or a ring's) start to each layer's keys

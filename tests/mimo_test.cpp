@@ -192,6 +192,45 @@ TEST(MimoWindow, TokensOutsideEveryWindowDoNotMatter) {
   EXPECT_EQ(row(la, reach + 1), row(lb, reach + 1)) << "position " << reach + 1 << " must not see token 0";
 }
 
+// More live sequences than the rings made up front (a batch limit raised while serving): the pool
+// adds rings, and every sequence computes what it computes alone.
+TEST(MimoWindow, RingsFollowTheLiveSequences) {
+  testing::ScratchDir dir;
+  LoadedModel m = load_model(testing::make_checkpoint(dir, "mimo_window4_groups.json", 9));
+  ThreadPool pool(2);
+  CpuModel model(m.config, m.weights, pool);
+  const int vocab = m.config.vocab_size;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int s = 0; s < 3; ++s) {
+    prompts.emplace_back();
+    for (int i = 0; i < 12; ++i) prompts.back().push_back((s * 53 + i * 11) % 256);
+  }
+  auto alone = [&](const std::vector<int32_t>& tokens) {
+    PagedKvCache cache(m.config, 4, 8);
+    KvSequence seq;
+    cache.reserve(seq, int(tokens.size()));
+    SequenceStep step{&seq, tokens};
+    return model.forward(cache, std::span(&step, 1));
+  };
+  PagedKvCache shared(m.config, 16, 8, 1);  // one ring made up front, three sequences
+  std::vector<KvSequence> seqs(3);
+  std::vector<SequenceStep> steps;
+  for (int s = 0; s < 3; ++s) {
+    ASSERT_TRUE(shared.reserve(seqs[s], 12));
+    steps.push_back({&seqs[s], prompts[s]});
+  }
+  EXPECT_EQ(shared.total_rings(), 3);
+  EXPECT_EQ(shared.free_rings(), 0);
+  const std::vector<float> together = model.forward(shared, steps);
+  for (int s = 0; s < 3; ++s) {
+    const std::vector<float> ref = alone(prompts[s]);
+    EXPECT_LT(testing::row_relative_error(std::span(together).subspan(size_t(s) * vocab, vocab), ref), 1e-5)
+        << "sequence " << s;
+  }
+  shared.release(seqs[1]);
+  EXPECT_EQ(shared.free_rings(), 1);
+}
+
 TEST(MimoDFlash, SpeculationOnAMimoTargetIsLossless) {
   testing::ScratchDir dir;
   LoadedModel target = load_model(testing::make_checkpoint(dir, "mimo_window4_groups.json", 2));

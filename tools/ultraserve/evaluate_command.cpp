@@ -19,6 +19,7 @@
 
 #include "config/command_options.h"
 #include "model/checkpoint.h"
+#include "model/sampler.h"
 #include "model/speculative.h"
 #include "net/json_writer.h"
 #include "tools/ultraserve/commands.h"
@@ -105,8 +106,6 @@ double negative_log_likelihood(std::span<const float> row, int32_t target) {
   for (float v : row) sum += std::exp(double(v) - top);
   return std::log(sum) + top - row[target];
 }
-
-size_t argmax(std::span<const float> row) { return std::max_element(row.begin(), row.end()) - row.begin(); }
 
 // max |row - ref| / max |ref|: the error measure of the logits tests.
 double relative_error(std::span<const float> row, std::span<const float> ref) {
