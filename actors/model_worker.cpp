@@ -3,7 +3,13 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "model/speculative.h"
+
 namespace ultraserve {
+
+std::string describe_draft(int layers, size_t taps) {
+  return "DFlash, " + std::to_string(layers) + " layers, " + std::to_string(taps) + " taps";
+}
 
 CpuWorker::CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vocab, int kv_blocks,
                      int kv_block_size, int max_sequences, size_t threads, std::optional<LoadedDraft> draft)
@@ -18,13 +24,11 @@ CpuWorker::CpuWorker(ModelConfig config, ModelWeights weights, int sampleable_vo
 }
 
 WorkerInfo CpuWorker::info() const {
-  const ModelConfig& c = model_.config();
   WorkerInfo info{"cpu", cache_.total_blocks(), cache_.block_size()};
   info.kv_block_bytes = cache_.block_bytes();
   if (draft_) {
     const ModelConfig& d = draft_->config();
-    info.draft = "DFlash, " + std::to_string(d.num_hidden_layers) + " layers, " +
-                 std::to_string(draft_->target_layers().size()) + " taps";
+    info.draft = describe_draft(d.num_hidden_layers, draft_->target_layers().size());
     info.draft_block_size = d.dflash->block_size;
   }
   return info;
@@ -100,26 +104,15 @@ StepResult CpuWorker::execute(const StepPlan& plan) {
 
 void CpuWorker::verify(const StepEntry& e, std::span<const int32_t> block, std::span<const float> logits, Sequence& s,
                        StepResult& result) {
-  // Row i holds the target's logits for the position after block[i]: keep the proposals while
-  // they pass, then the target's own token (or, when all pass, one past the block).
+  // Row i holds the target's logits for the position after block[i].
   const size_t vocab = logits.size() / block.size();
-  int accepted = 0;
-  for (size_t i = 0; i < block.size(); ++i) {
-    const std::span<const float> row = logits.subspan(i * vocab, sampleable_vocab_);
-    if (i + 1 < block.size()) {
-      const Sampler::Verdict v = s.sampler.verify(row, block[i + 1]);
-      result.sampled.push_back({e.id, v.token});
-      if (v.accepted) {
-        ++accepted;
-        continue;
-      }
-    } else {
-      result.sampled.push_back({e.id, s.sampler.sample(row)});
-    }
-    break;
-  }
+  auto row = [&](size_t i) { return logits.subspan(i * vocab, sampleable_vocab_); };
+  const std::vector<int32_t> yielded =
+      accept_block(block, [&](size_t i, int32_t proposal) { return s.sampler.verify(row(i), proposal); },
+                   [&](size_t i) { return s.sampler.sample(row(i)); });
+  for (int32_t t : yielded) result.sampled.push_back({e.id, t});
   // The pass wrote the whole block; keep the anchor and what was accepted.
-  s.kv.length -= static_cast<int>(block.size()) - 1 - accepted;
+  s.kv.length -= static_cast<int>(block.size() - yielded.size());
 }
 
 }  // namespace ultraserve

@@ -26,6 +26,9 @@ struct WorkerInfo {
   int draft_block_size = 0;   // the block the draft was trained for
 };
 
+// WorkerInfo::draft for a DFlash draft of `layers` layers reading `taps` target layers.
+std::string describe_draft(int layers, size_t taps);
+
 class ModelWorker {
  public:
   virtual ~ModelWorker() = default;

@@ -1,6 +1,5 @@
 #include "actors/worker_factory.h"
 
-#include <cstdio>
 #include <stdexcept>
 
 #include "actors/gpu_worker.h"
@@ -45,25 +44,22 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
   const ModelConfig& config = model.config;
   const PlannerLimits& planner = s.planner;
   const int device = resolve_device(parse_device(s.devices.device));
+  std::optional<LoadedDraft> draft;
+  if (!s.draft.empty() && !s.no_draft) {
+    draft = load_draft(s.draft);
+    check_draft_fits(draft->config, config, (s.draft / "config.json").string());
+  }
   if (device < 0) {
     const size_t block_bytes =
         size_t(config.paged_kv_values_per_position()) * planner.kv_block_size * sizeof(float);
     const int blocks = planner.kv_blocks
                            ? planner.kv_blocks
                            : static_cast<int>(std::max<size_t>(1, (s.kv_memory_mb << 20) / block_bytes));
-    std::optional<LoadedDraft> draft;
-    if (!s.draft.empty() && !s.no_draft) {
-      draft = load_draft(s.draft);
-      check_draft_fits(draft->config, config, (s.draft / "config.json").string());
-    }
     return std::make_unique<CpuWorker>(config, std::move(model.weights), sampleable_vocab, blocks,
                                        planner.kv_block_size, planner.max_batch, s.threads, std::move(draft));
   }
   if (config.model_type == "mimo_v2_flash")  // its hybrid attention and routing have no kernels yet
     throw ModelError("MiMo-V2 (model_type mimo_v2_flash) runs on the CPU engine only so far: serve it with --device cpu");
-  if (!s.draft.empty() && !s.no_draft)
-    std::fprintf(stderr, "ultraserve: DFlash on the GPU is not built yet: serving %s without the draft\n",
-                 ("cuda:" + std::to_string(device)).c_str());
   gpu::GpuModelOptions o;
   o.device = device;
   o.experts = expert_format(s.devices.gpu_experts);
@@ -74,7 +70,8 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
   o.max_sequences = planner.max_batch;
   o.max_context = s.session.context_length ? s.session.context_length : config.max_position_embeddings;
   o.sampleable_vocab = sampleable_vocab;
-  auto gpu_model = gpu::GpuModel::load(config, model.weights, o);
+  auto gpu_model = gpu::GpuModel::load(config, model.weights, o, draft ? &draft->config : nullptr,
+                                       draft ? &draft->weights : nullptr);
   model.weights = {};  // the host copy is no longer needed
   return std::make_unique<GpuWorker>(std::move(gpu_model), device, sampleable_vocab);
 }

@@ -37,6 +37,16 @@ struct DeviceModelWeights {
   const uint16_t* output_matrix() const { return lm_head.empty() ? embed.get() : lm_head.get(); }
 };
 
+// A DFlash draft (model/dflash.h): its layers, final norm and RoPE frequencies in `stack`, whose
+// embeddings stay empty (the draft borrows the target's embeddings and LM head), and the fusion
+// of the target's tapped hidden states into its context features.
+struct DeviceDraftWeights {
+  DeviceModelWeights stack;
+  DeviceBuffer<uint16_t> fc;        // bf16 [hidden, taps * hidden]
+  DeviceBuffer<float> hidden_norm;  // [hidden]
+  size_t bytes() const { return stack.bytes + fc.bytes() + hidden_norm.bytes(); }
+};
+
 // The format experts get: `wanted`, unless the shapes rule MXFP4 out (dims not multiples of 32).
 ExpertFormat usable_expert_format(const ModelConfig& config, ExpertFormat wanted);
 
@@ -46,8 +56,11 @@ ExpertFormat usable_expert_format(const ModelConfig& config, ExpertFormat wanted
 // served from bf16 roundings of its dequantized values until an FP8 GEMV kernel reads the bytes.
 DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights& weights, ExpertFormat experts);
 
+DeviceDraftWeights upload_draft_weights(const ModelConfig& config, const ModelWeights& weights);
+
 // Seeded random weights made on the current device: benchmark shapes need no checkpoint.
 DeviceModelWeights random_device_weights(const ModelConfig& config, ExpertFormat experts, uint64_t seed);
+DeviceDraftWeights random_draft_weights(const ModelConfig& config, uint64_t seed);
 
 // RoPE inverse frequencies as transformers computes them (fp32).
 std::vector<float> rope_inverse_frequencies(const ModelConfig& config);

@@ -5,6 +5,10 @@
 //               MoE: route, experts gate/up, experts down -> pending (weighted in the next norm)
 //               dense: pending = down(silu(gate) * up)
 //   logits = rms_norm(x + pending)[output rows] W_lm;  argmax on the device
+// With a DFlash draft, the norms after tapped layers also copy the layer output (x + pending)
+// to taps_, and the pass ends by appending every row to the draft's context:
+//   c = hidden_norm(taps W_fc);  per draft layer: k, v = c W_k, c W_v -> k norm + rope -> draft cache
+// The draft's own pass (propose) is the same layer code over the draft's layers and cache.
 // Every buffer is allocated once, for max_rows, so a pass only enqueues kernels: that is what
 // lets a decode step be captured once per batch bucket and replayed as a CUDA graph.
 
@@ -12,6 +16,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "gpu/cuda_util.cuh"
 #include "gpu/device_weights.h"
@@ -40,12 +45,30 @@ class PinnedBuffer {
   T* data_ = nullptr;
 };
 
+// A draft loaded with the target: its config, weights and context cache.
+struct DraftStack {
+  ModelConfig config;
+  DeviceDraftWeights weights;
+  DeviceBuffer<uint16_t> kv;  // kv_blocks + 1 blocks of the draft's layers, indexed by the target's tables
+};
+
+// What one pass of layers runs over: the target's, or its draft's.
+struct LayerStack {
+  const ModelConfig& c;
+  const DeviceModelWeights& w;
+  KvLayout kv;
+};
+
+enum class Pass { target, draft };
+
 class CudaModel final : public GpuModel {
  public:
-  CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options);
+  CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options,
+            std::optional<DraftStack> draft);
   ~CudaModel() override;
 
-  PassResult run(const PassRequest& request) override;
+  PassResult run(const PassRequest& request) override { return execute(request, Pass::target); }
+  PassResult propose(const PassRequest& request) override;
   std::vector<StageTime> stage_times(const PassRequest& request, int repeats) override;
   const GpuModelInfo& info() const override { return info_; }
   size_t decode_bytes(int context) const override;
@@ -56,7 +79,8 @@ class CudaModel final : public GpuModel {
   int32_t* positions() const { return meta_.get() + max_rows_; }
   int32_t* table_of() const { return meta_.get() + 2 * max_rows_; }
   int32_t* output_rows() const { return meta_.get() + 3 * max_rows_; }
-  int32_t* tables() const { return meta_.get() + 4 * max_rows_; }
+  int32_t* kv_end() const { return meta_.get() + 4 * max_rows_; }
+  int32_t* tables() const { return meta_.get() + 5 * max_rows_; }
 
   void validate(const PassRequest& request) const;
   int graph_bucket(const PassRequest& request) const;
@@ -64,14 +88,25 @@ class CudaModel final : public GpuModel {
     int bucket, rows, outputs;  // bucket 0: no graph; rows and outputs as launched (padded)
   };
   Shape upload(const PassRequest& request);
-  void forward(int rows, int outputs);
+  PassResult execute(const PassRequest& request, Pass pass);
+  void forward(Pass pass, int rows, int outputs);
+  void target_forward(int rows, int outputs);
+  void draft_forward(int rows, int outputs);
+  void append_draft_context(int rows);
+  void layer(const LayerStack& stack, int index, int rows, ResidualDelta& pending, RowCopy previous_output);
+  void lm_head(int outputs);
+  LayerStack target_stack() const;
+  LayerStack draft_stack() const;
+  RowCopy tap_of(int layer) const;  // where the norm after `layer` copies its output, if tapped
   void stage(const char* name);  // marks the end of a stage when timing stages
-  void replay(int bucket);
+  void replay(Pass pass, int bucket);
   ExpertWeights expert_weights(const DeviceLayerWeights& l) const;
 
   ModelConfig c_;
   GpuModelOptions options_;
   DeviceModelWeights w_;
+  std::optional<DraftStack> draft_;
+  std::vector<int> tap_slot_;  // per target layer: its column block in taps_, or -1
   GpuModelInfo info_;
   int multiprocessors_ = 0, max_rows_ = 0, max_blocks_per_table_ = 0, vocab_out_ = 0;
   cudaStream_t stream_ = nullptr;
@@ -84,15 +119,21 @@ class CudaModel final : public GpuModel {
 
   DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, expert_out_, dense_gate_up_,
       attention_partial_, logits_;
-  DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_;
+  DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_, taps_;
   DeviceBuffer<int32_t> expert_of_pair_, pairs_by_expert_, active_experts_, expert_begin_, argmax_;
 
-  std::map<int, cudaGraphExec_t> graphs_;
+  std::map<std::pair<Pass, int>, cudaGraphExec_t> graphs_;
   std::vector<std::pair<const char*, cudaEvent_t>>* stage_marks_ = nullptr;
 };
 
-CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options)
-    : c_(config), options_(options), w_(std::move(weights)) {
+// Per-position KV bytes of one block of `c`'s layers.
+size_t kv_block_bytes(const ModelConfig& c, int block_size) {
+  return size_t(c.num_hidden_layers) * 2 * block_size * c.kv_dim() * sizeof(uint16_t);
+}
+
+CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options,
+                     std::optional<DraftStack> draft)
+    : c_(config), options_(options), w_(std::move(weights)), draft_(std::move(draft)) {
   cudaDeviceProp prop{};
   ULTRASERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, options.device));
   multiprocessors_ = prop.multiProcessorCount;
@@ -108,17 +149,25 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
   cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.bytes());
   cublasSetStream(cublas_, stream_);
 
+  // Scratch serves both stacks: sized for the wider of target and draft.
+  auto widest = [&](auto dim) -> size_t { return std::max<size_t>(dim(c_), draft_ ? dim(draft_->config) : 0); };
   const size_t T = max_rows_, H = c_.hidden_size, k = std::max(1, c_.num_experts_per_tok);
-  const size_t meta_ints = 4 * T + size_t(options.max_sequences + 1) * max_blocks_per_table_;
+  const size_t meta_ints = 5 * T + size_t(options.max_sequences + 1) * max_blocks_per_table_;
   meta_ = DeviceBuffer<int32_t>(meta_ints);
   meta_host_ = std::make_unique<PinnedBuffer<int32_t>>(meta_ints);
   argmax_host_ = std::make_unique<PinnedBuffer<int32_t>>(T);
   x_ = DeviceBuffer<float>(T * H);
   xn_ = DeviceBuffer<uint16_t>(T * H);
-  qkv_ = DeviceBuffer<float>(T * (c_.q_dim() + 2 * c_.kv_dim()));
-  q_ = DeviceBuffer<float>(T * c_.q_dim());
-  attn_out_ = DeviceBuffer<uint16_t>(T * c_.q_dim());
+  qkv_ = DeviceBuffer<float>(T * widest([](const ModelConfig& m) { return m.q_dim() + 2 * m.kv_dim(); }));
+  q_ = DeviceBuffer<float>(T * widest([](const ModelConfig& m) { return m.q_dim(); }));
+  attn_out_ = DeviceBuffer<uint16_t>(T * widest([](const ModelConfig& m) { return m.q_dim(); }));
   delta_ = DeviceBuffer<float>(T * H);
+  tap_slot_.assign(c_.num_hidden_layers, -1);
+  if (draft_) {
+    const std::vector<int>& taps = draft_->config.dflash->target_layer_ids;
+    for (size_t i = 0; i < taps.size(); ++i) tap_slot_.at(taps[i]) = static_cast<int>(i);
+    taps_ = DeviceBuffer<uint16_t>(T * taps.size() * H);
+  }
   if (c_.num_experts) {
     router_logits_ = DeviceBuffer<float>(T * c_.num_experts);
     expert_of_pair_ = DeviceBuffer<int32_t>(T * k);
@@ -129,21 +178,25 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     act_ = DeviceBuffer<uint16_t>(T * k * c_.moe_intermediate_size);
     expert_out_ = DeviceBuffer<float>(T * k * H);
   }
-  if (c_.intermediate_size) {
-    dense_gate_up_ = DeviceBuffer<float>(T * 2 * c_.intermediate_size);
-    dense_act_ = DeviceBuffer<uint16_t>(T * c_.intermediate_size);
+  if (const size_t I = widest([](const ModelConfig& m) { return m.intermediate_size; })) {
+    dense_gate_up_ = DeviceBuffer<float>(T * 2 * I);
+    dense_act_ = DeviceBuffer<uint16_t>(T * I);
   }
-  const HeadShape heads{c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim};
   size_t partial = 0;
-  for (int rows = 1; rows <= max_rows_; ++rows)
-    partial = std::max(partial, attention_scratch_floats(
-                                    rows, heads, attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits)));
+  for (const ModelConfig* m : {&c_, draft_ ? &draft_->config : &c_}) {
+    const HeadShape heads{m->num_attention_heads, m->num_key_value_heads, m->head_dim};
+    for (int rows = 1; rows <= max_rows_; ++rows)
+      partial = std::max(partial, attention_scratch_floats(rows, heads,
+                                                           attention_splits(rows, heads.kv_heads, multiprocessors_,
+                                                                            kMaxAttentionSplits)));
+  }
   attention_partial_ = DeviceBuffer<float>(partial);
   logits_ = DeviceBuffer<float>(T * c_.vocab_size);
   argmax_ = DeviceBuffer<int32_t>(T);
 
-  // The KV cache takes what is left.
-  const size_t block_bytes = size_t(c_.num_hidden_layers) * 2 * options.kv_block_size * c_.kv_dim() * sizeof(uint16_t);
+  // The KV cache takes what is left; a block holds its positions for the target and the draft.
+  const size_t draft_block_bytes = draft_ ? kv_block_bytes(draft_->config, options.kv_block_size) : 0;
+  const size_t block_bytes = kv_block_bytes(c_, options.kv_block_size) + draft_block_bytes;
   int blocks = options.kv_blocks;
   if (blocks == 0) {
     size_t free_bytes = 0, total_bytes = 0;
@@ -151,8 +204,12 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     blocks = static_cast<int>(std::min<size_t>(free_bytes * options.memory_fraction / block_bytes, 1 << 24));
   }
   if (blocks < 1) throw GpuError("no device memory left for the KV cache");
-  kv_ = DeviceBuffer<uint16_t>((blocks + 1) * block_bytes / sizeof(uint16_t));
+  kv_ = DeviceBuffer<uint16_t>((blocks + 1) * kv_block_bytes(c_, options.kv_block_size) / sizeof(uint16_t));
   ULTRASERVE_CUDA_CHECK(cudaMemset(kv_.get(), 0, kv_.bytes()));
+  if (draft_) {
+    draft_->kv = DeviceBuffer<uint16_t>((blocks + 1) * draft_block_bytes / sizeof(uint16_t));
+    ULTRASERVE_CUDA_CHECK(cudaMemset(draft_->kv.get(), 0, draft_->kv.bytes()));
+  }
 
   // The padding rows' block table: every entry is the spare block.
   std::vector<int32_t> spare(max_blocks_per_table_, blocks);
@@ -161,8 +218,15 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
 
   info_.device_name = prop.name;
   info_.experts = w_.experts;
-  info_.weight_bytes = w_.bytes;
-  info_.kv_bytes = kv_.bytes();
+  info_.weight_bytes = w_.bytes + (draft_ ? draft_->weights.bytes() : 0);
+  info_.kv_bytes = kv_.bytes() + (draft_ ? draft_->kv.bytes() : 0);
+  if (draft_) {
+    const ModelConfig::DFlash& d = *draft_->config.dflash;
+    info_.draft_layers = draft_->config.num_hidden_layers;
+    info_.draft_taps = static_cast<int>(d.target_layer_ids.size());
+    info_.draft_block_size = d.block_size;
+    info_.draft_mask_token = d.mask_token_id;
+  }
   info_.vocab_size = c_.vocab_size;
   info_.kv_blocks = blocks;
   info_.kv_block_size = options.kv_block_size;
@@ -181,73 +245,152 @@ ExpertWeights CudaModel::expert_weights(const DeviceLayerWeights& l) const {
           l.experts_down_scales.get(), c_.num_experts,  c_.hidden_size,                 c_.moe_intermediate_size};
 }
 
-void CudaModel::forward(int rows, int outputs) {
+LayerStack CudaModel::target_stack() const {
+  return {c_, w_, {reinterpret_cast<bf16*>(kv_.get()), tables(), max_blocks_per_table_, options_.kv_block_size,
+                   c_.num_hidden_layers}};
+}
+
+LayerStack CudaModel::draft_stack() const {
+  const ModelConfig& d = draft_->config;
+  return {d, draft_->weights.stack, {reinterpret_cast<bf16*>(draft_->kv.get()), tables(), max_blocks_per_table_,
+                                     options_.kv_block_size, d.num_hidden_layers}};
+}
+
+RowCopy CudaModel::tap_of(int layer) const {
+  if (layer < 0 || tap_slot_[layer] < 0) return {};
+  const int H = c_.hidden_size, width = info_.draft_taps * H;
+  return {reinterpret_cast<bf16*>(taps_.get()) + size_t(tap_slot_[layer]) * H, width};
+}
+
+// One decoder layer of `stack`. Its MLP's output is left in `pending` for the next norm to add;
+// that norm also copies the previous layer's output where `previous_output` says.
+void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelta& pending, RowCopy previous_output) {
   cudaStream_t s = stream_;
-  const int H = c_.hidden_size, E = c_.num_experts, k = c_.num_experts_per_tok;
-  const float eps = static_cast<float>(c_.rms_norm_eps);
-  const HeadShape heads{c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim};
-  const AttentionRows attention_rows{positions(), table_of(), rows};
-  const KvLayout kv{reinterpret_cast<bf16*>(kv_.get()), tables(), max_blocks_per_table_, options_.kv_block_size,
-                    c_.num_hidden_layers};
+  const ModelConfig& c = stack.c;
+  const DeviceLayerWeights& l = stack.w.layers[index];
+  const int H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const HeadShape heads{c.num_attention_heads, c.num_key_value_heads, c.head_dim};
+  const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
   const AttentionScratch scratch{attention_partial_.get(),
                                  attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits)};
-  const Routing routing{expert_of_pair_.get(), expert_weight_.get(), pairs_by_expert_.get(), active_experts_.get(),
-                        expert_begin_.get()};
   bf16* xn = reinterpret_cast<bf16*>(xn_.get());
 
+  add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s, previous_output);
+  stage("input norm");
+  linear(cublas_, as_bf16(l.qkv), c.q_dim() + 2 * c.kv_dim(), H, xn, rows, qkv_.get(), s);
+  stage("qkv projection");
+  qk_norm_rope_store(qkv_.get(), l.q_norm.get(), l.k_norm.get(), eps, stack.w.inv_freq.get(), heads, attention_rows,
+                     stack.kv, index, q_.get(), s);
+  stage("q/k norm + rope + KV store");
+  paged_attention(q_.get(), heads, attention_rows, stack.kv, index, scratch, reinterpret_cast<bf16*>(attn_out_.get()), s);
+  stage("attention");
+  linear(cublas_, as_bf16(l.o), H, c.q_dim(), reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get(), s);
+  stage("o projection");
+  add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
+  stage("post-attention norm");
+  if (l.moe) {
+    const Routing routing{expert_of_pair_.get(), expert_weight_.get(), pairs_by_expert_.get(), active_experts_.get(),
+                          expert_begin_.get()};
+    linear(cublas_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
+    stage("router");
+    route_tokens(router_logits_.get(), rows, E, k, c.norm_topk_prob, routing, s);
+    stage("routing");
+    const int max_active = std::min(E, rows * k);
+    bf16* act = reinterpret_cast<bf16*>(act_.get());
+    experts_gate_up(expert_weights(l), xn, k, routing, max_active, act, s);
+    stage("experts gate/up");
+    experts_down(expert_weights(l), act, routing, max_active, expert_out_.get(), s);
+    stage("experts down");
+    pending = {.expert_out = expert_out_.get(), .expert_weight = expert_weight_.get(), .top_k = k};
+  } else {
+    const int I = c.intermediate_size;
+    linear(cublas_, as_bf16(l.dense_gate_up), 2 * I, H, xn, rows, dense_gate_up_.get(), s);
+    stage("dense gate/up");
+    silu_mul(dense_gate_up_.get(), rows, I, reinterpret_cast<bf16*>(dense_act_.get()), s);
+    stage("dense silu");
+    linear(cublas_, as_bf16(l.dense_down), H, I, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get(), s);
+    stage("dense down");
+    pending = {.dense = delta_.get()};
+  }
+}
+
+// The normed output rows (in xn_) through the target's LM head, and their argmax.
+void CudaModel::lm_head(int outputs) {
+  linear(cublas_, reinterpret_cast<const bf16*>(w_.output_matrix()), c_.vocab_size, c_.hidden_size,
+         reinterpret_cast<bf16*>(xn_.get()), outputs, logits_.get(), stream_);
+  stage("LM head");
+  argmax_rows(logits_.get(), outputs, c_.vocab_size, vocab_out_, argmax_.get(), stream_);
+  stage("argmax");
+}
+
+void CudaModel::forward(Pass pass, int rows, int outputs) {
+  if (pass == Pass::target)
+    target_forward(rows, outputs);
+  else
+    draft_forward(rows, outputs);
+}
+
+void CudaModel::target_forward(int rows, int outputs) {
+  cudaStream_t s = stream_;
+  const int H = c_.hidden_size, L = c_.num_hidden_layers;
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  bf16* xn = reinterpret_cast<bf16*>(xn_.get());
   embed_tokens(as_bf16(w_.embed), tokens(), rows, H, x_.get(), s);
   stage("embed");
+  const LayerStack stack = target_stack();
   ResidualDelta pending;  // what the last MLP owes the residual stream
-  for (int layer = 0; layer < c_.num_hidden_layers; ++layer) {
-    const DeviceLayerWeights& l = w_.layers[layer];
-    add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s);
-    stage("input norm");
-    linear(cublas_, as_bf16(l.qkv), c_.q_dim() + 2 * c_.kv_dim(), H, xn, rows, qkv_.get(), s);
-    stage("qkv projection");
-    qk_norm_rope_store(qkv_.get(), l.q_norm.get(), l.k_norm.get(), eps, w_.inv_freq.get(), heads, attention_rows, kv,
-                       layer, q_.get(), s);
-    stage("q/k norm + rope + KV store");
-    paged_attention(q_.get(), heads, attention_rows, kv, layer, scratch, reinterpret_cast<bf16*>(attn_out_.get()), s);
-    stage("attention");
-    linear(cublas_, as_bf16(l.o), H, c_.q_dim(), reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get(), s);
-    stage("o projection");
-    add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
-    stage("post-attention norm");
-    if (l.moe) {
-      linear(cublas_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
-      stage("router");
-      route_tokens(router_logits_.get(), rows, E, k, c_.norm_topk_prob, routing, s);
-      stage("routing");
-      const int max_active = std::min(E, rows * k);
-      bf16* act = reinterpret_cast<bf16*>(act_.get());
-      experts_gate_up(expert_weights(l), xn, k, routing, max_active, act, s);
-      stage("experts gate/up");
-      experts_down(expert_weights(l), act, routing, max_active, expert_out_.get(), s);
-      stage("experts down");
-      pending = {.expert_out = expert_out_.get(), .expert_weight = expert_weight_.get(), .top_k = k};
-    } else {
-      const int I = c_.intermediate_size;
-      linear(cublas_, as_bf16(l.dense_gate_up), 2 * I, H, xn, rows, dense_gate_up_.get(), s);
-      stage("dense gate/up");
-      silu_mul(dense_gate_up_.get(), rows, I, reinterpret_cast<bf16*>(dense_act_.get()), s);
-      stage("dense silu");
-      linear(cublas_, as_bf16(l.dense_down), H, I, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get(), s);
-      stage("dense down");
-      pending = {.dense = delta_.get()};
-    }
+  for (int l = 0; l < L; ++l) layer(stack, l, rows, pending, tap_of(l - 1));
+  if (const RowCopy last = tap_of(L - 1); last.out) {  // the last layer's output is wanted for every row
+    add_rms_norm(x_.get(), pending, w_.final_norm.get(), eps, H, nullptr, rows, true, xn, s, last);
+    pending = {};
+    stage("tap of the last layer");
   }
   add_rms_norm(x_.get(), pending, w_.final_norm.get(), eps, H, output_rows(), outputs, false, xn, s);
   stage("final norm");
-  linear(cublas_, reinterpret_cast<const bf16*>(w_.output_matrix()), c_.vocab_size, H, xn, outputs, logits_.get(), s);
-  stage("LM head");
-  argmax_rows(logits_.get(), outputs, c_.vocab_size, vocab_out_, argmax_.get(), s);
-  stage("argmax");
+  lm_head(outputs);
+  if (draft_) append_draft_context(rows);
+}
+
+// Every row's tapped hidden states become its draft context entry: fused, normed, and projected
+// to each draft layer's keys (normed, rotated) and values, stored at the row's position.
+void CudaModel::append_draft_context(int rows) {
+  cudaStream_t s = stream_;
+  const ModelConfig& d = draft_->config;
+  const DeviceDraftWeights& w = draft_->weights;
+  const int H = d.hidden_size;
+  const float eps = static_cast<float>(d.rms_norm_eps);
+  bf16* xn = reinterpret_cast<bf16*>(xn_.get());
+  linear(cublas_, as_bf16(w.fc), H, info_.draft_taps * H, reinterpret_cast<bf16*>(taps_.get()), rows, delta_.get(), s);
+  add_rms_norm(delta_.get(), {}, w.hidden_norm.get(), eps, H, nullptr, rows, false, xn, s);
+  const LayerStack stack = draft_stack();
+  const HeadShape kv_heads_only{0, d.num_key_value_heads, d.head_dim};  // rows of [k | v], no queries
+  const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
+  for (int l = 0; l < d.num_hidden_layers; ++l) {
+    const bf16* kv_rows = as_bf16(w.stack.layers[l].qkv) + size_t(d.q_dim()) * H;  // past the q rows
+    linear(cublas_, kv_rows, 2 * d.kv_dim(), H, xn, rows, qkv_.get(), s);
+    qk_norm_rope_store(qkv_.get(), nullptr, w.stack.layers[l].k_norm.get(), eps, w.stack.inv_freq.get(),
+                       kv_heads_only, attention_rows, stack.kv, l, nullptr, s);
+  }
+  stage("draft context");
+}
+
+void CudaModel::draft_forward(int rows, int outputs) {
+  const ModelConfig& d = draft_->config;
+  embed_tokens(as_bf16(w_.embed), tokens(), rows, d.hidden_size, x_.get(), stream_);
+  const LayerStack stack = draft_stack();
+  ResidualDelta pending;
+  for (int l = 0; l < d.num_hidden_layers; ++l) layer(stack, l, rows, pending, {});
+  add_rms_norm(x_.get(), pending, draft_->weights.stack.final_norm.get(), static_cast<float>(d.rms_norm_eps),
+               d.hidden_size, output_rows(), outputs, false, reinterpret_cast<bf16*>(xn_.get()), stream_);
+  lm_head(outputs);
 }
 
 void CudaModel::validate(const PassRequest& r) const {
   const size_t rows = r.tokens.size();
   if (rows == 0 || rows > size_t(max_rows_)) throw GpuError("pass: row count outside 1..max_rows");
-  if (r.positions.size() != rows || r.table_of.size() != rows) throw GpuError("pass: tokens/positions/table_of differ in size");
+  if (r.positions.size() != rows || r.table_of.size() != rows || (!r.kv_end.empty() && r.kv_end.size() != rows))
+    throw GpuError("pass: tokens/positions/table_of/kv_end differ in size");
   if (r.tables.size() > size_t(options_.max_sequences)) throw GpuError("pass: more block tables than max_sequences");
   if (r.output_rows.empty() || r.output_rows.size() > rows) throw GpuError("pass: output row count outside 1..rows");
   for (size_t i = 0; i < rows; ++i) {
@@ -256,6 +399,8 @@ void CudaModel::validate(const PassRequest& r) const {
     const size_t covered = r.tables[r.table_of[i]].size() * options_.kv_block_size;
     if (r.positions[i] < 0 || size_t(r.positions[i]) >= covered || r.positions[i] >= info_.max_context)
       throw GpuError("pass: position outside the sequence's KV blocks or max_context");
+    if (!r.kv_end.empty() && (r.kv_end[i] <= r.positions[i] || size_t(r.kv_end[i]) > covered))
+      throw GpuError("pass: kv_end must be past the row's position and within its KV blocks");
   }
   for (const auto& t : r.tables)
     if (t.size() > size_t(max_blocks_per_table_)) throw GpuError("pass: block table longer than max_context allows");
@@ -276,13 +421,13 @@ int CudaModel::graph_bucket(const PassRequest& r) const {
   return best;
 }
 
-void CudaModel::replay(int bucket) {
-  auto it = graphs_.find(bucket);
+void CudaModel::replay(Pass pass, int bucket) {
+  auto it = graphs_.find({pass, bucket});
   if (it == graphs_.end()) {
     cudaGraph_t graph;
     ULTRASERVE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
-      forward(bucket, bucket);
+      forward(pass, bucket, bucket);
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
       throw;
@@ -291,7 +436,7 @@ void CudaModel::replay(int bucket) {
     cudaGraphExec_t exec;
     ULTRASERVE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     cudaGraphDestroy(graph);
-    it = graphs_.emplace(bucket, exec).first;
+    it = graphs_.emplace(std::pair{pass, bucket}, exec).first;
   }
   ULTRASERVE_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
 }
@@ -310,23 +455,29 @@ CudaModel::Shape CudaModel::upload(const PassRequest& r) {
     m[i] = real ? r.tokens[i] : 0;
     m[max_rows_ + i] = real ? r.positions[i] : 0;
     m[2 * max_rows_ + i] = real ? r.table_of[i] : options_.max_sequences;
+    m[4 * max_rows_ + i] = !real ? 1 : r.kv_end.empty() ? r.positions[i] + 1 : r.kv_end[i];
   }
   for (int i = 0; i < shape.outputs; ++i) m[3 * max_rows_ + i] = i < int(r.output_rows.size()) ? r.output_rows[i] : i;
-  int32_t* t = m + 4 * max_rows_;
+  int32_t* t = m + 5 * max_rows_;
   for (size_t s = 0; s < r.tables.size(); ++s)
     std::copy(r.tables[s].begin(), r.tables[s].end(), t + s * max_blocks_per_table_);
-  ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), m, (4 * size_t(max_rows_) + r.tables.size() * max_blocks_per_table_) *
+  ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), m, (5 * size_t(max_rows_) + r.tables.size() * max_blocks_per_table_) *
                                                             sizeof(int32_t),
                                         cudaMemcpyHostToDevice, stream_));
   return shape;
 }
 
-PassResult CudaModel::run(const PassRequest& r) {
+PassResult CudaModel::propose(const PassRequest& r) {
+  if (!draft_) throw GpuError("propose: this model was loaded without a draft");
+  return execute(r, Pass::draft);
+}
+
+PassResult CudaModel::execute(const PassRequest& r, Pass pass) {
   const Shape shape = upload(r);
   if (shape.bucket)
-    replay(shape.bucket);
+    replay(pass, shape.bucket);
   else
-    forward(shape.rows, shape.outputs);
+    forward(pass, shape.rows, shape.outputs);
 
   PassResult result;
   const size_t wanted = r.output_rows.size();
@@ -359,7 +510,7 @@ std::vector<StageTime> CudaModel::stage_times(const PassRequest& r, int repeats)
     std::vector<std::pair<const char*, cudaEvent_t>> marks;
     stage_marks_ = &marks;
     stage("start");
-    forward(shape.rows, shape.outputs);
+    forward(Pass::target, shape.rows, shape.outputs);
     stage_marks_ = nullptr;
     ULTRASERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     for (size_t m = 1; m < marks.size(); ++m) {
@@ -400,14 +551,26 @@ GpuModelOptions checked(GpuModelOptions o) {
 }  // namespace
 
 std::unique_ptr<GpuModel> GpuModel::load(const ModelConfig& config, const ModelWeights& weights,
-                                         const GpuModelOptions& options) {
+                                         const GpuModelOptions& options, const ModelConfig* draft_config,
+                                         const ModelWeights* draft_weights) {
   const GpuModelOptions o = checked(options);
-  return std::make_unique<CudaModel>(config, upload_weights(config, weights, o.experts), o);
+  std::optional<DraftStack> draft;
+  if (draft_config) {
+    if (!draft_config->dflash || !draft_weights) throw GpuError("load: a draft needs its DFlash config and weights");
+    draft = DraftStack{*draft_config, upload_draft_weights(*draft_config, *draft_weights), {}};
+  }
+  return std::make_unique<CudaModel>(config, upload_weights(config, weights, o.experts), o, std::move(draft));
 }
 
-std::unique_ptr<GpuModel> GpuModel::random(const ModelConfig& config, uint64_t seed, const GpuModelOptions& options) {
+std::unique_ptr<GpuModel> GpuModel::random(const ModelConfig& config, uint64_t seed, const GpuModelOptions& options,
+                                           const ModelConfig* draft_config) {
   const GpuModelOptions o = checked(options);
-  return std::make_unique<CudaModel>(config, random_device_weights(config, o.experts, seed), o);
+  std::optional<DraftStack> draft;
+  if (draft_config) {
+    if (!draft_config->dflash) throw GpuError("random: the draft config has no dflash_config");
+    draft = DraftStack{*draft_config, random_draft_weights(*draft_config, seed + 1), {}};
+  }
+  return std::make_unique<CudaModel>(config, random_device_weights(config, o.experts, seed), o, std::move(draft));
 }
 
 }  // namespace ultraserve::gpu

@@ -8,6 +8,13 @@
 // KvBlockPool of kv_blocks() blocks) are named by a block table. Pure decode passes of up to
 // the largest graph size replay a CUDA graph captured per batch-size bucket: no launch gaps,
 // and no host synchronisation except reading the sampled tokens.
+//
+// With a DFlash draft (model/dflash.h) the model also owns the draft's weights and its context
+// cache, which shares the target's block tables (one draft entry per target position). Every
+// run() pass then taps the target layers the draft reads and appends EVERY row to the draft's
+// context, on the device, in the same graph: the caller's KV lengths decide which rows count
+// (rows past a sequence's length are stale, and the next pass overwrites them before anyone
+// reads them). propose() runs the draft over blocks [anchor, MASK x (B-1)].
 
 #include <cstdint>
 #include <memory>
@@ -36,6 +43,7 @@ struct GpuModelOptions {
 
 struct PassRequest {
   std::vector<int32_t> tokens, positions, table_of;  // one per row
+  std::vector<int32_t> kv_end;  // per row: attends to positions [0, kv_end); empty: position + 1 (causal)
   std::vector<std::span<const int32_t>> tables;      // block tables, indexed by table_of
   std::vector<int32_t> output_rows;                  // rows whose next-token logits are wanted
   bool want_logits = false;                          // copy those logits to the host too
@@ -58,17 +66,30 @@ struct GpuModelInfo {
   ExpertFormat experts = ExpertFormat::bf16;
   size_t weight_bytes = 0, kv_bytes = 0;
   int vocab_size = 0, kv_blocks = 0, kv_block_size = 0, max_rows = 0, max_context = 0;
+  // The draft, when one was loaded (draft_layers > 0).
+  int draft_layers = 0, draft_taps = 0, draft_block_size = 0, draft_mask_token = -1;
 };
 
 class GpuModel {
  public:
+  // With `draft_config` (its dflash set; check_draft_fits passed) and `draft_weights`, a DFlash
+  // draft too.
   static std::unique_ptr<GpuModel> load(const ModelConfig& config, const ModelWeights& weights,
-                                        const GpuModelOptions& options);
-  // Random weights generated on the device (benchmarks of shapes with no checkpoint).
-  static std::unique_ptr<GpuModel> random(const ModelConfig& config, uint64_t seed, const GpuModelOptions& options);
+                                        const GpuModelOptions& options, const ModelConfig* draft_config = nullptr,
+                                        const ModelWeights* draft_weights = nullptr);
+  // Random weights generated on the device (benchmarks of shapes with no checkpoint), and of a
+  // draft of `draft_config`'s shape when given.
+  static std::unique_ptr<GpuModel> random(const ModelConfig& config, uint64_t seed, const GpuModelOptions& options,
+                                          const ModelConfig* draft_config = nullptr);
 
   virtual ~GpuModel() = default;
   virtual PassResult run(const PassRequest& request) = 0;
+  // The draft's pass. Each block is rows [anchor, MASK x (B-1)] at positions start.. of its
+  // sequence (start = the sequence's committed length), all with kv_end = start + B; an output
+  // row gets the draft's greedy token for its own position (the anchor's row predicts nothing).
+  // The block's keys and values go to the draft cache at those positions, where the next run()
+  // overwrites them with the committed tokens'.
+  virtual PassResult propose(const PassRequest& request) = 0;
   // Where the time of a pass goes: `request` run `repeats` times without graphs, timed stage by
   // stage with device events (benchmarks and tuning; the KV writes of the pass happen).
   virtual std::vector<StageTime> stage_times(const PassRequest& request, int repeats) = 0;

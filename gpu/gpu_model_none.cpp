@@ -5,11 +5,12 @@
 
 namespace ultraserve::gpu {
 
-std::unique_ptr<GpuModel> GpuModel::load(const ModelConfig&, const ModelWeights&, const GpuModelOptions&) {
+std::unique_ptr<GpuModel> GpuModel::load(const ModelConfig&, const ModelWeights&, const GpuModelOptions&,
+                                         const ModelConfig*, const ModelWeights*) {
   throw GpuError("this build of ultraserve has no CUDA backend (nvcc was not found at build time)");
 }
 
-std::unique_ptr<GpuModel> GpuModel::random(const ModelConfig& c, uint64_t, const GpuModelOptions& o) {
+std::unique_ptr<GpuModel> GpuModel::random(const ModelConfig& c, uint64_t, const GpuModelOptions& o, const ModelConfig*) {
   return load(c, {}, o);
 }
 

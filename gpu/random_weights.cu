@@ -86,4 +86,18 @@ DeviceModelWeights random_device_weights(const ModelConfig& c, ExpertFormat expe
   return d;
 }
 
+DeviceDraftWeights random_draft_weights(const ModelConfig& c, uint64_t seed) {
+  ModelConfig layers_only = c;
+  layers_only.vocab_size = 0;  // the draft has no embeddings of its own
+  layers_only.tie_word_embeddings = true;
+  DeviceDraftWeights d;
+  d.stack = random_device_weights(layers_only, ExpertFormat::bf16, seed);
+  size_t bytes = 0;
+  Maker make{seed ^ 0x5eedd4af7ull, bytes};
+  d.fc = make.matrix(c.hidden_size, c.dflash->target_layer_ids.size() * size_t(c.hidden_size));
+  d.hidden_norm = make.ones(c.hidden_size);
+  ULTRASERVE_CUDA_CHECK(cudaDeviceSynchronize());
+  return d;
+}
+
 }  // namespace ultraserve::gpu

@@ -68,7 +68,7 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& config) {
 DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights& weights, ExpertFormat experts) {
   DeviceModelWeights d;
   d.experts = usable_expert_format(config, experts);
-  d.embed = stacked_bf16({&weights.embed_tokens}, d.bytes);
+  if (!weights.embed_tokens.data.empty()) d.embed = stacked_bf16({&weights.embed_tokens}, d.bytes);
   if (!weights.lm_head.data.empty()) d.lm_head = stacked_bf16({&weights.lm_head}, d.bytes);
   d.final_norm = to_device(weights.final_norm, d.bytes);
   d.inv_freq = to_device(rope_inverse_frequencies(config), d.bytes);
@@ -98,6 +98,15 @@ DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights&
     l.experts_down = to_device(down.values, d.bytes);
     l.experts_down_scales = to_device(down.scales, d.bytes);
   }
+  return d;
+}
+
+DeviceDraftWeights upload_draft_weights(const ModelConfig& config, const ModelWeights& weights) {
+  DeviceDraftWeights d;
+  d.stack = upload_weights(config, weights, ExpertFormat::bf16);
+  size_t bytes = 0;
+  d.fc = stacked_bf16({&weights.draft_fc}, bytes);
+  d.hidden_norm = to_device(weights.draft_hidden_norm, bytes);
   return d;
 }
 

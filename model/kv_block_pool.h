@@ -40,7 +40,7 @@ class KvBlockPool {
 
  protected:
   // Called when reserve() adds a ring: the owner of the memory makes room for `total` rings.
-  virtual void grow_rings(int total) {}
+  virtual void grow_rings(int /*total*/) {}
 
  private:
   int total_blocks_, block_size_, total_rings_;

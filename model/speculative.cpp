@@ -25,6 +25,19 @@ std::vector<int32_t> DFlashProposer::propose(int32_t anchor, int count) {
   return draft_.propose(cache_, seq_, anchor, count + 1);
 }
 
+std::vector<int32_t> accept_block(std::span<const int32_t> block,
+                                  const std::function<Sampler::Verdict(size_t row, int32_t proposal)>& judge,
+                                  const std::function<int32_t(size_t row)>& draw) {
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i + 1 < block.size(); ++i) {
+    const Sampler::Verdict v = judge(i, block[i + 1]);
+    tokens.push_back(v.token);
+    if (!v.accepted) return tokens;
+  }
+  tokens.push_back(draw(block.size() - 1));
+  return tokens;
+}
+
 int SpeculativeStats::tokens_gained() const {
   // The first token comes from the prefill; every later one from a round. The stop token that
   // ends a request is not among the generated tokens, but its round produced it.
@@ -88,24 +101,13 @@ SpeculativeStats speculative_generate(CpuModel& target, Proposer& proposer, cons
     ++stats.rounds;
 
     // Row i holds the target's logits for the position after tokens[i].
-    int accepted = 0;
-    int32_t next = -1;
-    for (int i = 0; i < block && !done; ++i) {
-      std::span<const float> row = std::span(logits).subspan(size_t(i) * vocab, sampleable);
-      if (i + 1 < block) {
-        const Sampler::Verdict v = generation.verify(row, tokens[i + 1]);
-        if (v.accepted) {
-          ++accepted;
-          done = emit(v.token);
-          continue;
-        }
-        next = v.token;  // the target's own token where they part
-      } else {
-        next = generation.sample(row);  // all agreed: one past the block
-      }
-      done = emit(next);
-      break;
-    }
+    auto row = [&](size_t i) { return std::span<const float>(logits).subspan(i * vocab, sampleable); };
+    const std::vector<int32_t> yielded = accept_block(
+        tokens, [&](size_t i, int32_t proposal) { return generation.verify(row(i), proposal); },
+        [&](size_t i) { return generation.sample(row(i)); });
+    for (size_t i = 0; i < yielded.size() && !done; ++i) done = emit(yielded[i]);
+    const int accepted = static_cast<int>(yielded.size()) - 1;
+    const int32_t next = yielded.back();
     // Keep the anchor and the accepted tokens; the rest of the pass is rolled back.
     seq.length = start + 1 + accepted;
     const size_t tap_width = taps.size() / block;

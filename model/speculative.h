@@ -14,6 +14,7 @@
 
 #include "model/dflash.h"
 #include "model/generate.h"
+#include "model/sampler.h"
 
 namespace ultraserve {
 
@@ -39,6 +40,14 @@ class DFlashProposer : public Proposer {
   PagedKvCache cache_;
   KvSequence seq_;
 };
+
+// The tokens a verified block [anchor, p_1 .. p_{B-1}] yields. Row i of the target's pass rules
+// on p_{i+1} (`judge`); proposals are kept while they pass, then the target's own token follows:
+// the judge's replacement where one fails, or draw(B - 1), one past the block, when all pass.
+// 1..B tokens, all but the last of them accepted proposals. Every engine's rounds end here.
+std::vector<int32_t> accept_block(std::span<const int32_t> block,
+                                  const std::function<Sampler::Verdict(size_t row, int32_t proposal)>& judge,
+                                  const std::function<int32_t(size_t row)>& draw);
 
 struct SpeculativeStats : GenerationStats {
   int rounds = 0;                   // verify passes

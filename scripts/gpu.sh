@@ -6,9 +6,11 @@
 #                                reference checkpoints and the Qwen3 tokenizer.
 #   scripts/gpu.sh run [PART...]
 #                                on the GPU machine (device tool: carry [".gpu"]): the parts named, or
-#                                all of them: tests (every test binary), sanitizer (compute-sanitizer
+#                                all of them: tests (every test binary; gpu-tests: the GPU ones), sanitizer (compute-sanitizer
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
-#                                transformers on the GPU), cpu-bench (ours, then HF on the CPU),
+#                                transformers on the GPU), spec-bench (DFlash rounds on the GPU: the
+#                                30B-A3B shape with its draft's shape, then the shipped pair on the GPU
+#                                and on the CPU), cpu-bench (ours, then HF on the CPU),
 #                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
 #                                train (tools/train/train.sh: trains the shipped default from the corpus that
 #                                tools/train/build_corpus.py made here; TRAIN_ARGS go to train.py).
@@ -24,7 +26,7 @@ pack() {
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DULTRASERVE_CUDA=ON >/dev/null  # the usual build folder
   cmake --build build -j"$(nproc)"
   rm -rf "$bundle" && mkdir -p "$bundle"/build/tools "$bundle"/build/tests "$bundle"/lib
-  cp build/tools/ultraserve build/tools/bench/{cpu_generate,gpu_decode,serving}_bench "$bundle"/build/tools/
+  cp build/tools/ultraserve build/tools/bench/{cpu_generate,gpu_decode,serving,speculative}_bench "$bundle"/build/tools/
   find build/tests -maxdepth 1 -type f -name '*_test' -exec cp {} "$bundle"/build/tests/ \;
   strip "$bundle"/build/tools/* "$bundle"/build/tests/*  # the device call carries at most 64 MiB
   # Libraries from Debian packages that the Ubuntu GPU image does not have.
@@ -58,7 +60,7 @@ run() {
   mkdir -p data && rm -rf data/qwen3-tokenizer && cp -r "$bundle"/qwen3-tokenizer data/
 
   local parts=("$@")
-  [ ${#parts[@]} -eq 0 ] && parts=(tests sanitizer gpu-bench hf-gpu-bench cpu-bench serving-bench)
+  [ ${#parts[@]} -eq 0 ] && parts=(tests sanitizer gpu-bench spec-bench hf-gpu-bench cpu-bench serving-bench)
   local logs; logs=$(mktemp -d) failed=0
   echo "== devices"
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
@@ -66,8 +68,9 @@ run() {
   for part in "${parts[@]}"; do
     echo "== $part"
     case "$part" in
-      tests)
-        for t in "$bundle"/build/tests/*_test; do
+      tests | gpu-tests)  # every test binary, or only the GPU ones (gpu_*_test)
+        local pattern='*_test'; [ "$part" = gpu-tests ] && pattern='gpu_*_test'
+        for t in "$bundle"/build/tests/$pattern; do
           local log="$logs/$(basename "$t").log"
           "$t" --gtest_brief=1 >"$log" 2>&1 || { failed=1; echo "FAILED: $t"; tail -30 "$log"; }
           grep -E '^\[ (gpu|reference) \]|PASSED|FAILED|SKIPPED' "$log" | sed "s|^|$(basename "$t"): |" || true
@@ -78,13 +81,26 @@ run() {
         if [ -z "$sanitizer" ]; then echo "compute-sanitizer not found"; failed=1; continue; fi
         "$sanitizer" --tool memcheck --leak-check full --error-exitcode 3 "$bundle"/build/tests/gpu_model_test \
           --gtest_brief=1 >"$logs/memcheck.log" 2>&1 || { failed=1; echo "FAILED: memcheck"; }
-        tail -5 "$logs/memcheck.log" ;;
+        tail -5 "$logs/memcheck.log"
+        # The draft's pass, the verify rounds and their sampling (the greedy sweep is the same kernels, 150 times).
+        "$sanitizer" --tool memcheck --leak-check full --error-exitcode 3 "$bundle"/build/tests/gpu_speculative_test \
+          --gtest_filter='*Proposes*:*Sampled*:*Refused*' --gtest_brief=1 >"$logs/memcheck_speculative.log" 2>&1 ||
+          { failed=1; echo "FAILED: memcheck (speculative)"; }
+        tail -5 "$logs/memcheck_speculative.log" ;;
       gpu-bench)  # with the SM clock sampled alongside: a latency-bound step runs at the clock it gets
         nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw --format=csv,noheader,nounits -lms 100 >"$logs/clocks.csv" &
         local sampler=$!
         "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --json "$out"/gpu_decode.json
         kill "$sampler" || true
         sort -t, -k1 -n "$logs/clocks.csv" | awk -F, '{c[NR]=$1} END {if (NR) printf "SM clock during the bench: min %d, median %d, max %d MHz (%d samples)\n", c[1], c[int((NR+1)/2)], c[NR], NR}' ;;
+      spec-bench)  # draft and verify times of the 30B-A3B shape; tau and tokens/s of the shipped pair
+        "$bundle"/build/tools/speculative_bench --device cuda --config config/models/qwen3-30b-a3b.json \
+          --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 2 --json "$out"/spec_30b.json || failed=1
+        local heldout=(); [ -f "$bundle"/train-corpus/heldout.jsonl ] && heldout=(--text "$bundle"/train-corpus/heldout.jsonl)
+        for device in cuda cpu; do
+          "$bundle"/build/tools/speculative_bench --device "$device" --model models/default --draft models/default/draft \
+            "${heldout[@]}" --prompts 20 --new-tokens 200 --json "$out/spec_default_$device.json" || failed=1
+        done ;;
       ncu)  # hardware counters of two layers' kernels of a batch-1 decode step (Nsight Compute)
         local ncu; ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
         if [ -z "$ncu" ]; then echo "ncu not found"; continue; fi
@@ -150,5 +166,5 @@ PY
 case "${1:-}" in
   pack) pack ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/gpu.sh pack | run [tests|sanitizer|gpu-bench|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu.sh pack | run [tests|sanitizer|gpu-bench|spec-bench|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
 esac

@@ -4,7 +4,8 @@
 //                       against its share of the context, one online-softmax partial per warp
 //   combine             the partials of a row and query head merged into its output
 // Decode, prefill chunks and speculative verification are the same computation: every row
-// attends causally to positions 0..its own, all of which are in the cache by then.
+// attends to positions [0, kv_end), all of which are in the cache by then (kv_end = position + 1:
+// causal; a DFlash draft's block rows see their whole block).
 
 #include <cfloat>
 
@@ -127,7 +128,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
   const float softmax_scale = rsqrtf(static_cast<float>(D));
   // The row's metadata first, then the query heads, all loads in flight together (a column loop
   // here waited out one round trip per step: most of the kernel's 16 us on the H200 at batch 1).
-  const int length = rows.positions[row] + 1;
+  const int length = rows.kv_end[row];
   const int table = rows.table_of[row];
   constexpr int kQVectors = G * D / 4, kQPerThread = (kQVectors + kAttentionWarps * 32 - 1) / (kAttentionWarps * 32);
   const float4* q4 = reinterpret_cast<const float4*>(q + static_cast<size_t>(row) * h.q_heads * D +
@@ -238,7 +239,7 @@ __global__ void combine_kernel(HeadShape h, AttentionRows rows, AttentionScratch
                       g * (D + 2);
   const size_t stride = static_cast<size_t>(G) * (D + 2);
   // Only the splits that had positions wrote anything worth reading (same arithmetic as above).
-  const int length = rows.positions[row] + 1;
+  const int length = rows.kv_end[row];
   const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
   const int partials = min(scratch.splits, (length + chunk - 1) / chunk) * kAttentionWarps;
   float m = -FLT_MAX;

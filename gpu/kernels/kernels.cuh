@@ -28,10 +28,16 @@ struct ResidualDelta {
   const float* expert_weight = nullptr;  // [rows * top_k]
   int top_k = 0;
 };
+// Where a norm also writes its input, the sum x + delta, as bf16: the output of the layer before
+// it, which a DFlash draft reads (row i at out + i * stride).
+struct RowCopy {
+  bf16* out = nullptr;
+  int stride = 0;
+};
 // For output row i (input row r = row_map ? row_map[i] : i): x[r] += delta (stored back when
-// store_residual), out[i] = rms_norm(x[r]) * weight, as bf16.
+// store_residual), out[i] = rms_norm(x[r]) * weight, as bf16; the sum also to `copy` when set.
 void add_rms_norm(float* x, ResidualDelta delta, const float* weight, float eps, int hidden, const int32_t* row_map,
-                  int out_rows, bool store_residual, bf16* out, cudaStream_t s);
+                  int out_rows, bool store_residual, bf16* out, cudaStream_t s, RowCopy copy = {});
 
 // out[r, i] = silu(gate_up[r, i]) * gate_up[r, width + i], as bf16.
 void silu_mul(const float* gate_up, int rows, int width, bf16* out, cudaStream_t s);
@@ -50,6 +56,7 @@ struct KvLayout {
 struct AttentionRows {
   const int32_t* positions;  // [rows]
   const int32_t* table_of;   // [rows] which block table the row's sequence uses
+  const int32_t* kv_end;     // [rows] the row attends to positions [0, kv_end): position + 1 is causal
   int rows;
 };
 struct HeadShape {
@@ -60,8 +67,8 @@ struct HeadShape {
 void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_norm, float eps,
                         const float* inv_freq, HeadShape h, AttentionRows rows, KvLayout kv, int layer, float* q_out,
                         cudaStream_t s);
-// Causal attention of each row over its sequence's positions 0..position, read from the paged
-// cache (decode, prefill chunks and speculative verification alike). `splits` cuts each row's
+// Attention of each row over its sequence's positions [0, kv_end), read from the paged cache
+// (decode, prefill chunks and speculative verification alike: causal; a draft's block: not). `splits` cuts each row's
 // context into that many parts run in parallel (flash-decoding); scratch holds their partials.
 struct AttentionScratch {
   float* partial;  // [rows][kv_heads][splits][group][head_dim + 2]

@@ -45,7 +45,7 @@ __device__ __forceinline__ void add_scaled(float4& a, float w, const float4& b) 
 template <int J>
 __global__ void __launch_bounds__(kNormThreads) add_rms_norm_kernel(float* x, ResidualDelta delta, const float* weight,
                                                                     float eps, int hidden, const int32_t* row_map,
-                                                                    bool store_residual, bf16* out) {
+                                                                    bool store_residual, bf16* out, RowCopy copy) {
   wait_for_previous_kernel();
   const int i = blockIdx.x;
   const int r = row_map ? row_map[i] : i;
@@ -90,6 +90,11 @@ __global__ void __launch_bounds__(kNormThreads) add_rms_norm_kernel(float* x, Re
     const int c = threadIdx.x + j * kNormThreads;
     if (c >= vectors) continue;
     if (store_residual) xr[c] = v[j];
+    if (copy.out) {
+      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(copy.out + static_cast<size_t>(i) * copy.stride);
+      o[2 * c] = __floats2bfloat162_rn(v[j].x, v[j].y);
+      o[2 * c + 1] = __floats2bfloat162_rn(v[j].z, v[j].w);
+    }
     squares += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
   }
   const float scale = rsqrtf(block_sum(squares) / hidden + eps);
@@ -122,12 +127,12 @@ void embed_tokens(const bf16* table, const int32_t* tokens, int rows, int hidden
 }
 
 void add_rms_norm(float* x, ResidualDelta delta, const float* weight, float eps, int hidden, const int32_t* row_map,
-                  int out_rows, bool store_residual, bf16* out, cudaStream_t s) {
+                  int out_rows, bool store_residual, bf16* out, cudaStream_t s, RowCopy copy) {
   if (hidden > kMaxHidden || hidden % 4)
     throw GpuError("add_rms_norm: hidden size must be a multiple of 4 and at most " + std::to_string(kMaxHidden));
   const int per_thread = (hidden / 4 + kNormThreads - 1) / kNormThreads;
   auto kernel = per_thread <= 1 ? add_rms_norm_kernel<1> : per_thread <= 2 ? add_rms_norm_kernel<2> : add_rms_norm_kernel<4>;
-  launch(kernel, out_rows, kNormThreads, 0, s, x, delta, weight, eps, hidden, row_map, store_residual, out);
+  launch(kernel, out_rows, kNormThreads, 0, s, x, delta, weight, eps, hidden, row_map, store_residual, out, copy);
 }
 
 void silu_mul(const float* gate_up, int rows, int width, bf16* out, cudaStream_t s) {

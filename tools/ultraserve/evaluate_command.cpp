@@ -15,10 +15,9 @@
 #include <optional>
 #include <sstream>
 
-#include <simdjson.h>
-
 #include "config/command_options.h"
 #include "model/checkpoint.h"
+#include "model/heldout_text.h"
 #include "model/sampler.h"
 #include "model/speculative.h"
 #include "net/json_writer.h"
@@ -64,26 +63,6 @@ struct EvaluateOptions : CommandOptions {
       if (b < 2 || b > 64) throw UsageError("--blocks: each block size must be in [2, 64]");
   }
 };
-
-// The "text" of every line of a JSONL file; blank lines are skipped. A bad line names FILE:LINE.
-std::vector<std::string> read_documents(const std::string& file) {
-  std::istringstream lines(read_text_file(file));
-  simdjson::dom::parser parser;
-  std::vector<std::string> documents;
-  std::string line;
-  for (int number = 1; std::getline(lines, line); ++number) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = file + ":" + std::to_string(number) + ": ";
-    simdjson::dom::object document;
-    std::string_view text;
-    if (auto err = parser.parse(line).get(document))
-      throw std::runtime_error(where + "malformed JSON (" + simdjson::error_message(err) + ")");
-    if (document["text"].get(text)) throw std::runtime_error(where + "no string field \"text\"");
-    documents.emplace_back(text);
-  }
-  if (documents.empty()) throw std::runtime_error(file + ": no documents");
-  return documents;
-}
 
 // The documents' tokens in file order with <|endoftext|> between them (how training saw them),
 // cut at `limit`; documents past the limit are not even tokenized.
@@ -160,17 +139,6 @@ TextScores score_text(CpuModel& model, CpuModel* reference, const std::vector<in
   }
   if (s.tokens == 0) throw std::runtime_error("the text has fewer than 2 tokens: nothing to score");
   return s;
-}
-
-// The first `length` tokens of each of the first `count` documents that have that many.
-std::vector<std::vector<int32_t>> make_prompts(const std::vector<std::string>& documents, const Tokenizer& tokenizer,
-                                               size_t count, size_t length) {
-  std::vector<std::vector<int32_t>> prompts;
-  for (size_t i = 0; i < documents.size() && prompts.size() < count; ++i) {
-    std::vector<int32_t> ids = tokenizer.encode(documents[i]);
-    if (ids.size() >= length) prompts.emplace_back(ids.begin(), ids.begin() + length);
-  }
-  return prompts;
 }
 
 // Decode steps and their time, summed over prompts (the first token, from the prefill, is not a step).
@@ -317,7 +285,7 @@ int evaluate_command(const Args& args) {
                         size_t(o.window), vocab);
 
     // Without a draft, prompts are only needed for the samples.
-    const auto prompts = make_prompts(documents, tokenizer, size_t(draft ? o.prompts : std::min(o.prompts, o.samples)),
+    const auto prompts = document_start_prompts(documents, tokenizer, size_t(draft ? o.prompts : std::min(o.prompts, o.samples)),
                                       size_t(o.prompt_tokens));
     if (draft && prompts.empty())
       throw std::runtime_error(o.text + ": no document has the " + std::to_string(o.prompt_tokens) +
