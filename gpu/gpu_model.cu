@@ -111,6 +111,7 @@ class CudaModel final : public GpuModel {
   int multiprocessors_ = 0, max_rows_ = 0, max_blocks_per_table_ = 0, vocab_out_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  Matmul matmul_{};
   DeviceBuffer<uint8_t> cublas_workspace_;
 
   DeviceBuffer<uint16_t> kv_;  // kv_blocks + 1 blocks: the last one takes the writes of padding rows
@@ -148,6 +149,9 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
   cublas_workspace_ = DeviceBuffer<uint8_t>(kCublasWorkspaceBytes);  // set, so graph capture needs no allocation
   cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.bytes());
   cublasSetStream(cublas_, stream_);
+  if (options.gemv_max_rows < 0 || options.gemv_max_rows > kMaxGemvRows)
+    throw GpuError("gemv_max_rows must be in 0.." + std::to_string(kMaxGemvRows));
+  matmul_ = {cublas_, options.gemv_max_rows};
 
   // Scratch serves both stacks: sized for the wider of target and draft.
   auto widest = [&](auto dim) -> size_t { return std::max<size_t>(dim(c_), draft_ ? dim(draft_->config) : 0); };
@@ -278,21 +282,21 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
 
   add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s, previous_output);
   stage("input norm");
-  linear(cublas_, as_bf16(l.qkv), c.q_dim() + 2 * c.kv_dim(), H, xn, rows, qkv_.get(), s);
+  linear(matmul_, as_bf16(l.qkv), c.q_dim() + 2 * c.kv_dim(), H, xn, rows, qkv_.get(), s);
   stage("qkv projection");
   qk_norm_rope_store(qkv_.get(), l.q_norm.get(), l.k_norm.get(), eps, stack.w.inv_freq.get(), heads, attention_rows,
                      stack.kv, index, q_.get(), s);
   stage("q/k norm + rope + KV store");
   paged_attention(q_.get(), heads, attention_rows, stack.kv, index, scratch, reinterpret_cast<bf16*>(attn_out_.get()), s);
   stage("attention");
-  linear(cublas_, as_bf16(l.o), H, c.q_dim(), reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get(), s);
+  linear(matmul_, as_bf16(l.o), H, c.q_dim(), reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get(), s);
   stage("o projection");
   add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
   stage("post-attention norm");
   if (l.moe) {
     const Routing routing{expert_of_pair_.get(), expert_weight_.get(), pairs_by_expert_.get(), active_experts_.get(),
                           expert_begin_.get()};
-    linear(cublas_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
+    linear(matmul_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
     stage("router");
     route_tokens(router_logits_.get(), rows, E, k, c.norm_topk_prob, routing, s);
     stage("routing");
@@ -305,11 +309,11 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
     pending = {.expert_out = expert_out_.get(), .expert_weight = expert_weight_.get(), .top_k = k};
   } else {
     const int I = c.intermediate_size;
-    linear(cublas_, as_bf16(l.dense_gate_up), 2 * I, H, xn, rows, dense_gate_up_.get(), s);
+    linear(matmul_, as_bf16(l.dense_gate_up), 2 * I, H, xn, rows, dense_gate_up_.get(), s);
     stage("dense gate/up");
     silu_mul(dense_gate_up_.get(), rows, I, reinterpret_cast<bf16*>(dense_act_.get()), s);
     stage("dense silu");
-    linear(cublas_, as_bf16(l.dense_down), H, I, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get(), s);
+    linear(matmul_, as_bf16(l.dense_down), H, I, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get(), s);
     stage("dense down");
     pending = {.dense = delta_.get()};
   }
@@ -317,7 +321,7 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
 
 // The normed output rows (in xn_) through the target's LM head, and their argmax.
 void CudaModel::lm_head(int outputs) {
-  linear(cublas_, reinterpret_cast<const bf16*>(w_.output_matrix()), c_.vocab_size, c_.hidden_size,
+  linear(matmul_, reinterpret_cast<const bf16*>(w_.output_matrix()), c_.vocab_size, c_.hidden_size,
          reinterpret_cast<bf16*>(xn_.get()), outputs, logits_.get(), stream_);
   stage("LM head");
   argmax_rows(logits_.get(), outputs, c_.vocab_size, vocab_out_, argmax_.get(), stream_);
@@ -361,14 +365,14 @@ void CudaModel::append_draft_context(int rows) {
   const int H = d.hidden_size;
   const float eps = static_cast<float>(d.rms_norm_eps);
   bf16* xn = reinterpret_cast<bf16*>(xn_.get());
-  linear(cublas_, as_bf16(w.fc), H, info_.draft_taps * H, reinterpret_cast<bf16*>(taps_.get()), rows, delta_.get(), s);
+  linear(matmul_, as_bf16(w.fc), H, info_.draft_taps * H, reinterpret_cast<bf16*>(taps_.get()), rows, delta_.get(), s);
   add_rms_norm(delta_.get(), {}, w.hidden_norm.get(), eps, H, nullptr, rows, false, xn, s);
   const LayerStack stack = draft_stack();
   const HeadShape kv_heads_only{0, d.num_key_value_heads, d.head_dim};  // rows of [k | v], no queries
   const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
   for (int l = 0; l < d.num_hidden_layers; ++l) {
     const bf16* kv_rows = as_bf16(w.stack.layers[l].qkv) + size_t(d.q_dim()) * H;  // past the q rows
-    linear(cublas_, kv_rows, 2 * d.kv_dim(), H, xn, rows, qkv_.get(), s);
+    linear(matmul_, kv_rows, 2 * d.kv_dim(), H, xn, rows, qkv_.get(), s);
     qk_norm_rope_store(qkv_.get(), nullptr, w.stack.layers[l].k_norm.get(), eps, w.stack.inv_freq.get(),
                        kv_heads_only, attention_rows, stack.kv, l, nullptr, s);
   }

@@ -39,6 +39,9 @@ struct GpuModelOptions {
   int max_sequences = 256;       // block tables one pass may carry
   std::vector<int> graph_batch_sizes = {1, 2, 4, 8, 16, 32, 64, 128};  // empty: no graphs
   int sampleable_vocab = 0;      // argmax over the first ids only; 0: the whole vocabulary
+  // Passes of up to this many rows multiply by our GEMV, larger ones by cuBLAS (0..8). Measured on the
+  // H200 (scripts/gpu.sh run gemv-sweep, docs/perf.md): cuBLAS wins from 3-4 rows on.
+  int gemv_max_rows = 2;
 };
 
 struct PassRequest {

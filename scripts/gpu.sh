@@ -10,7 +10,8 @@
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
 #                                transformers on the GPU), spec-bench (DFlash rounds on the GPU: the
 #                                30B-A3B shape with its draft's shape, then the shipped pair on the GPU
-#                                and on the CPU), cpu-bench (ours, then HF on the CPU),
+#                                and on the CPU), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), cpu-bench
+#                                (ours, then HF on the CPU),
 #                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
 #                                train (tools/train/train.sh: trains the shipped default from the corpus that
 #                                tools/train/build_corpus.py made here; TRAIN_ARGS go to train.py).
@@ -96,10 +97,21 @@ run() {
       spec-bench)  # draft and verify times of the 30B-A3B shape; tau and tokens/s of the shipped pair
         "$bundle"/build/tools/speculative_bench --device cuda --config config/models/qwen3-30b-a3b.json \
           --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 2 --json "$out"/spec_30b.json || failed=1
+        # The shipped pair on held-out prompts: document starts on the GPU and the CPU, document middles on the GPU.
         local heldout=(); [ -f "$bundle"/train-corpus/heldout.jsonl ] && heldout=(--text "$bundle"/train-corpus/heldout.jsonl)
-        for device in cuda cpu; do
-          "$bundle"/build/tools/speculative_bench --device "$device" --model models/default --draft models/default/draft \
-            "${heldout[@]}" --prompts 20 --new-tokens 200 --json "$out/spec_default_$device.json" || failed=1
+        for run in cuda:starts cpu:starts cuda:middles; do
+          "$bundle"/build/tools/speculative_bench --device "${run%%:*}" --model models/default --draft models/default/draft \
+            "${heldout[@]}" --from "${run##*:}" --prompts 20 --new-tokens 200 \
+            --json "$out/spec_default_${run%%:*}_${run##*:}.json" || failed=1
+        done ;;
+      gemv-sweep)  # where our GEMV should hand over to cuBLAS: passes of 2..8 rows at each threshold
+        for rows in 8 4 2 0; do
+          echo "-- gemv_max_rows $rows"
+          "$bundle"/build/tools/gpu_decode_bench --contexts '[128]' --batches '[4,8]' --pass-tokens '[2,4,8]' \
+            --steps 30 --gemv-rows "$rows" --json "$out/gemv_sweep_$rows.json" | grep -E '^\| \| [0-9]' || failed=1
+          "$bundle"/build/tools/speculative_bench --device cuda --config config/models/qwen3-30b-a3b.json \
+            --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 1 --new-tokens 32 --blocks '[4,8]' \
+            --gemv-rows "$rows" | grep -E '^\| [0-9]|plain decode' || failed=1
         done ;;
       ncu)  # hardware counters of two layers' kernels of a batch-1 decode step (Nsight Compute)
         local ncu; ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
@@ -166,5 +178,5 @@ PY
 case "${1:-}" in
   pack) pack ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/gpu.sh pack | run [tests|sanitizer|gpu-bench|spec-bench|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu.sh pack | run [tests|gpu-tests|sanitizer|gpu-bench|spec-bench|gemv-sweep|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
 esac

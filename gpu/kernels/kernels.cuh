@@ -43,9 +43,15 @@ void add_rms_norm(float* x, ResidualDelta delta, const float* weight, float eps,
 void silu_mul(const float* gate_up, int rows, int width, bf16* out, cudaStream_t s);
 
 // ---- linear.cu -------------------------------------------------------------------------------
-// y[rows, n] = x[rows, k] * w[n, k]^T with fp32 accumulation: our GEMV for a few rows (reads
-// the weights once at full bandwidth), cuBLAS beyond.
-void linear(cublasHandle_t cublas, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s);
+// How a pass multiplies: our GEMV for up to gemv_max_rows rows (it reads the weights once, at
+// full bandwidth, but re-reads the rows of x per weight chunk), cuBLAS's tensor cores beyond.
+constexpr int kMaxGemvRows = 8;
+struct Matmul {
+  cublasHandle_t cublas;
+  int gemv_max_rows = 2;  // 0..kMaxGemvRows (GpuModelOptions::gemv_max_rows)
+};
+// y[rows, n] = x[rows, k] * w[n, k]^T with fp32 accumulation.
+void linear(const Matmul& m, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s);
 
 // ---- attention.cu ----------------------------------------------------------------------------
 struct KvLayout {

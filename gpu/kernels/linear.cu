@@ -9,7 +9,6 @@
 namespace ultraserve::gpu {
 namespace {
 
-constexpr int kGemvRows = 8;
 constexpr int kWarpsPerBlock = 8;
 
 template <int Rows>
@@ -49,9 +48,9 @@ void launch_gemv(const bf16* w, int n, int k, const bf16* x, float* y, cudaStrea
 
 }  // namespace
 
-void linear(cublasHandle_t cublas, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s) {
+void linear(const Matmul& m, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s) {
   if (k % 8 != 0) throw GpuError("linear: the inner dimension must be a multiple of 8");
-  switch (rows) {
+  switch (rows <= m.gemv_max_rows ? rows : 0) {
     case 1: return launch_gemv<1>(w, n, k, x, y, s);
     case 2: return launch_gemv<2>(w, n, k, x, y, s);
     case 3: return launch_gemv<3>(w, n, k, x, y, s);
@@ -62,7 +61,8 @@ void linear(cublasHandle_t cublas, const bf16* w, int n, int k, const bf16* x, i
     case 8: return launch_gemv<8>(w, n, k, x, y, s);
     default: break;
   }
-  static_assert(kGemvRows == 8);
+  static_assert(kMaxGemvRows == 8);
+  cublasHandle_t cublas = m.cublas;
   // Column-major view: y^T [n, rows] = w [k, n]^T * x^T [k, rows].
   const float one = 1.0f, zero = 0.0f;
   if (cublasSetStream(cublas, s) != CUBLAS_STATUS_SUCCESS) throw GpuError("cublasSetStream failed");

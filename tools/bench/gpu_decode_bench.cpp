@@ -29,7 +29,7 @@ namespace {
 struct BenchOptions : CommandOptions {
   std::string config = "config/models/qwen3-30b-a3b.json", experts = "mxfp4", json;
   std::vector<int64_t> contexts{128, 4096}, batches{8, 32, 128}, pass_tokens{1, 2, 4, 8, 16};
-  int64_t steps = 50, batch_context = 512, seed = 1;
+  int64_t steps = 50, batch_context = 512, seed = 1, gemv_rows = gpu::GpuModelOptions{}.gemv_max_rows;
   BenchOptions()
       : CommandOptions("gpu_decode_bench [--config FILE] [--experts mxfp4|bf16] [--contexts '[128,4096]'] "
                        "[--batches '[8,32,128]'] [--pass-tokens '[1,2,4,8,16]'] [--steps N] [--json FILE]") {
@@ -42,6 +42,7 @@ struct BenchOptions : CommandOptions {
         .add(pass_tokens, "pass-tokens", "multi-token pass sizes")
         .add(steps, "steps", "timed calls per measurement")
         .add(seed, "seed", "weights seed")
+        .add(gemv_rows, "gemv-rows", "passes of up to this many rows use our GEMV, larger ones cuBLAS (0..8)")
         .add(json, "json", "write the results as JSON here");
   }
 };
@@ -115,6 +116,7 @@ int main(int argc, char** argv) {
     mo.max_sequences = max_batch;
     mo.max_context = std::max<int>(max_context, o.batch_context) + (o.steps + 8) * max_pass;
     mo.graph_batch_sizes = {1, 2, 4, 8, 16, 32, 64, 128};
+    mo.gemv_max_rows = static_cast<int>(o.gemv_rows);
     const size_t blocks_needed =
         size_t(max_batch) * ((o.batch_context + o.steps + 8) / mo.kv_block_size + 2) + mo.max_context / mo.kv_block_size + 2;
     mo.kv_blocks = static_cast<int>(blocks_needed);
