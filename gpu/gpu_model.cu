@@ -127,7 +127,7 @@ class CudaModel final : public GpuModel {
   std::vector<std::pair<const char*, cudaEvent_t>>* stage_marks_ = nullptr;
 };
 
-// Per-position KV bytes of one block of `c`'s layers.
+// Bytes of one KV block (block_size positions, K and V, every layer) of `c`.
 size_t kv_block_bytes(const ModelConfig& c, int block_size) {
   return size_t(c.num_hidden_layers) * 2 * block_size * c.kv_dim() * sizeof(uint16_t);
 }
