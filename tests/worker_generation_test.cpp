@@ -50,6 +50,7 @@ TEST(WorkerGeneration, SampledRequestsRunRounds) {
   o.sampling = {.temperature = 0.7f, .top_k = 20, .top_p = 0.9f, .seed = 3};
   const WorkerGeneration a = generate_on_worker(*speculative, prompts, o);
   const WorkerGeneration b = generate_on_worker(*speculative, prompts, o, 100);
+  EXPECT_GT(a.rounds, 0);
   EXPECT_EQ(a.tokens, b.tokens) << "the same seeds give the same tokens";
   for (const auto& t : a.tokens) EXPECT_EQ(t.size(), 16u);
 }
