@@ -72,7 +72,8 @@ void BatchPlanner::on_round(RequestId id, int block, int tokens) {
 
 void BatchPlanner::add_prefill_chunk(RequestId id, Sequence& s, int& budget, StepPlan& plan) {
   const size_t remaining = s.prompt.size() - s.prefilled;
-  const size_t chunk = std::min<size_t>(remaining, static_cast<size_t>(budget));
+  size_t chunk = std::min<size_t>(remaining, static_cast<size_t>(budget));
+  if (limits_.max_prompt_chunk > 0) chunk = std::min<size_t>(chunk, static_cast<size_t>(limits_.max_prompt_chunk));
   if (chunk == 0) return;
   StepEntry e{id, {s.prompt.begin() + s.prefilled, s.prompt.begin() + s.prefilled + chunk}, chunk == remaining};
   s.prefilled += chunk;

@@ -21,6 +21,8 @@ namespace ultraserve {
 struct PlannerLimits {
   int max_batch = 64;             // sequences running at once
   int max_step_tokens = 512;      // tokens per step (decodes + prompt chunks)
+  int max_prompt_chunk = 0;       // prompt tokens of one request per step; 0: max_step_tokens (the
+                                  // GPU sets it for hybrid models: a pass fits its sliding-window rings)
   int kv_blocks = 1024;           // KV pool size, in blocks
   int kv_block_size = 16;         // positions per block
   size_t max_queued = 1024;       // waiting requests before new ones are refused as overloaded

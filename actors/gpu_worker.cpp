@@ -17,6 +17,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 void add_rows(gpu::PassRequest& pass, const KvSequence& kv, std::span<const int32_t> tokens, int start) {
   const int table = static_cast<int>(pass.tables.size());
   pass.tables.emplace_back(kv.blocks);
+  pass.rings.push_back(kv.ring);
   for (size_t i = 0; i < tokens.size(); ++i) {
     pass.tokens.push_back(tokens[i]);
     pass.positions.push_back(start + static_cast<int>(i));
@@ -30,11 +31,17 @@ GpuWorker::GpuWorker(std::unique_ptr<gpu::GpuModel> model, int device, int sampl
     : model_(std::move(model)),
       device_(device),
       sampleable_vocab_(sampleable_vocab),
-      pool_(model_->info().kv_blocks, model_->info().kv_block_size) {}
+      pool_(model_->info().kv_blocks, model_->info().kv_block_size, model_->info().kv_rings) {}
+
+void GpuWorker::DevicePool::grow_rings(int) {
+  // The rings are device memory sized at load for max_sequences, the scheduler's batch limit.
+  throw std::logic_error("worker: more live sequences than the GPU model has sliding-window rings");
+}
 
 WorkerInfo GpuWorker::info() const {
   const gpu::GpuModelInfo& m = model_->info();
   WorkerInfo info{"cuda:" + std::to_string(device_) + " (" + m.device_name + ")", m.kv_blocks, m.kv_block_size};
+  info.max_rows_per_sequence = m.max_rows_per_sequence;
   info.kv_block_bytes = m.kv_bytes / (m.kv_blocks + 1);
   info.weight_bytes = m.weight_bytes;
   if (m.draft_layers > 0) {

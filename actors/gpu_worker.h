@@ -38,9 +38,15 @@ class GpuWorker : public ModelWorker {
   // The token a sequence takes from output row `row` of a pass: the device's argmax when greedy.
   int32_t sample(Sequence& s, const gpu::PassResult& out, size_t row);
 
+  // The block pool, with the model's fixed number of sliding-window rings (hybrid models).
+  struct DevicePool : KvBlockPool {
+    using KvBlockPool::KvBlockPool;
+    void grow_rings(int total) override;
+  };
+
   std::unique_ptr<gpu::GpuModel> model_;
   int device_, sampleable_vocab_;
-  KvBlockPool pool_;
+  DevicePool pool_;
   std::map<RequestId, Sequence> sequences_;
 };
 

@@ -24,6 +24,7 @@ struct WorkerInfo {
   size_t weight_bytes = 0;    // device memory the weights take
   std::string draft;          // the DFlash draft it speculates with ("" for none)
   int draft_block_size = 0;   // the block the draft was trained for
+  int max_rows_per_sequence = 0;  // a step's tokens of one sequence it can take (0: any; see PlannerLimits)
 };
 
 // WorkerInfo::draft for a DFlash draft of `layers` layers reading `taps` target layers.

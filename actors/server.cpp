@@ -34,6 +34,7 @@ Server::Server(caf::actor_system& system, ServerSettings settings, std::unique_p
   if (!worker) worker = make_worker(settings_, model, vocab);
   const WorkerInfo worker_info = worker->info();
   planner.kv_blocks = worker_info.kv_blocks;  // the scheduler's ledger mirrors the worker's pool
+  planner.max_prompt_chunk = worker_info.max_rows_per_sequence;
   // Speculation needs a worker with a draft; its block defaults to the one the draft was trained for.
   if (worker_info.draft.empty()) settings_.draft.clear(), planner.block_size = 0;
   else if (planner.block_size == 0) planner.block_size = worker_info.draft_block_size;

@@ -5,7 +5,6 @@
 #include "actors/gpu_worker.h"
 #include "actors/server.h"
 #include "gpu/device_info.h"
-#include "model/error.h"
 
 namespace ultraserve {
 
@@ -58,8 +57,6 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
     return std::make_unique<CpuWorker>(config, std::move(model.weights), sampleable_vocab, blocks,
                                        planner.kv_block_size, planner.max_batch, s.threads, std::move(draft));
   }
-  if (config.model_type == "mimo_v2_flash")  // its hybrid attention and routing have no kernels yet
-    throw ModelError("MiMo-V2 (model_type mimo_v2_flash) runs on the CPU engine only so far: serve it with --device cpu");
   gpu::GpuModelOptions o;
   o.device = device;
   o.experts = expert_format(s.devices.gpu_experts);

@@ -1,6 +1,7 @@
 #include "actors/worker_generation.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 
 namespace ultraserve {
@@ -19,6 +20,9 @@ WorkerGeneration generate_on_worker(ModelWorker& worker, std::span<const std::ve
   WorkerGeneration g;
   g.tokens.resize(n);
 
+  // Prefill: each prompt in one entry, or in chunks of what the worker takes of one sequence per
+  // step (a hybrid model on the GPU); the admissions come with the first step.
+  const size_t chunk = worker.info().max_rows_per_sequence > 0 ? size_t(worker.info().max_rows_per_sequence) : SIZE_MAX;
   StepPlan prefill;
   for (size_t i = 0; i < n; ++i) {
     SamplingParams sampling = o.sampling;
@@ -26,11 +30,20 @@ WorkerGeneration generate_on_worker(ModelWorker& worker, std::span<const std::ve
     // Room for the last round's whole block, past the tokens kept.
     const int kv = static_cast<int>(prompts[i].size()) + o.new_tokens + std::max(o.block, 1);
     prefill.admit.push_back({first_id + i, kv, sampling});
-    prefill.entries.push_back({first_id + i, prompts[i], true});
   }
-  StepResult r = worker.execute(prefill);
-  g.prefill_seconds = r.seconds;
-  for (size_t i = 0; i < n; ++i) g.tokens[i].push_back(r.sampled.at(i).token);
+  for (size_t offset = 0;; offset += chunk) {
+    for (size_t i = 0; i < n; ++i) {
+      if (offset >= prompts[i].size()) continue;
+      const size_t end = offset + std::min(chunk, prompts[i].size() - offset);
+      prefill.entries.push_back(
+          {first_id + i, {prompts[i].begin() + offset, prompts[i].begin() + end}, end == prompts[i].size()});
+    }
+    if (prefill.entries.empty()) break;
+    const StepResult r = worker.execute(prefill);
+    g.prefill_seconds += r.seconds;
+    for (const SampledToken& t : r.sampled) g.tokens[t.id - first_id].push_back(t.token);
+    prefill = {};
+  }
 
   auto done = [&](size_t i) { return g.tokens[i].size() >= size_t(o.new_tokens); };
   for (;;) {
@@ -39,7 +52,7 @@ WorkerGeneration generate_on_worker(ModelWorker& worker, std::span<const std::ve
       if (!done(i))
         step.entries.push_back({first_id + i, {g.tokens[i].back()}, true, speculates(i) ? o.block : 0});
     if (step.entries.empty()) break;
-    r = worker.execute(step);
+    const StepResult r = worker.execute(step);
     g.decode_seconds += r.seconds;
     g.draft_seconds += r.draft_seconds;
     ++g.decode_steps;

@@ -1,8 +1,9 @@
 #pragma once
 // Generations driven straight through a ModelWorker, one StepPlan after another, the way the
-// scheduler drives it but without the actors: every sequence prefills in one entry, then each
-// step carries one decode entry per unfinished sequence (speculative ones, with a draft). For
-// benchmarks (what a serving step costs, on any device) and for tests of the workers' rounds.
+// scheduler drives it but without the actors: every sequence prefills (in chunks where the worker
+// limits a sequence's rows per step), then each step carries one decode entry per unfinished
+// sequence (speculative ones, with a draft). For benchmarks (what a serving step costs, on any
+// device) and for tests of the workers' rounds.
 
 #include <cstdint>
 #include <span>

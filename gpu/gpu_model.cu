@@ -1,7 +1,8 @@
 // The forward pass on one GPU, layer by layer the same computation as model/cpu_model.cpp:
 //   x = embed(tokens)
 //   per layer:  xn = rms_norm(x + pending);  q,k,v = split(xn W_qkv);  q,k <- norm + rope;
-//               k,v -> paged cache;  x += attention(q, cache) W_o;  xn = rms_norm(x)
+//               k,v -> paged cache (a sliding layer's: the sequence's ring);
+//               x += attention(q, cache) W_o;  xn = rms_norm(x)
 //               MoE: route, experts gate/up, experts down -> pending (weighted in the next norm)
 //               dense: pending = down(silu(gate) * up)
 //   logits = rms_norm(x + pending)[output rows] W_lm;  argmax on the device
@@ -22,6 +23,7 @@
 #include "gpu/device_weights.h"
 #include "gpu/gpu_model.h"
 #include "gpu/kernels/kernels.cuh"
+#include "model/kv_cache.h"
 
 namespace ultraserve::gpu {
 namespace {
@@ -45,6 +47,26 @@ class PinnedBuffer {
   T* data_ = nullptr;
 };
 
+// Where each layer of a model keeps its keys and values: full-attention layers in the paged
+// blocks, sliding-window layers in the rings (one per live sequence, model/kv_cache.h's capacity).
+// A block (ring) holds, layer after layer, [keys: slot][k_dim] then [values: slot][v_dim].
+struct KvPlan {
+  std::vector<size_t> offset;  // per layer: elements from its block's (ring's) start to its keys
+  size_t block_elements = 0, ring_elements = 0;
+  int ring_capacity = 0;  // 0: no sliding layers
+
+  KvPlan(const ModelConfig& c, int block_size) {
+    if (c.sliding) ring_capacity = c.sliding->window + PagedKvCache::kMaxRollback;
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+      const bool ring = c.is_sliding_layer(l);
+      size_t& end = ring ? ring_elements : block_elements;
+      offset.push_back(end);
+      end += size_t(ring ? ring_capacity : block_size) * (c.k_dim(l) + c.v_dim(l));
+    }
+  }
+  size_t block_bytes() const { return block_elements * sizeof(uint16_t); }
+};
+
 // A draft loaded with the target: its config, weights and context cache.
 struct DraftStack {
   ModelConfig config;
@@ -56,10 +78,32 @@ struct DraftStack {
 struct LayerStack {
   const ModelConfig& c;
   const DeviceModelWeights& w;
-  KvLayout kv;
+  const std::vector<KvLayout>& kv;  // per layer
 };
 
 enum class Pass { target, draft };
+
+HeadShape head_shape(const ModelConfig& c, int layer) {
+  return {c.num_attention_heads, c.kv_heads(layer), c.head_dim, c.value_head_dim()};
+}
+
+RopeTable rope_table(const LayerStack& stack, int layer) {
+  const bool sliding = stack.c.is_sliding_layer(layer);
+  return {(sliding ? stack.w.sliding_inv_freq : stack.w.inv_freq).get(), stack.c.rope(layer).rotary_dim};
+}
+
+RouterRule router_rule(const ModelConfig& c, const DeviceLayerWeights& l) {
+  RouterRule rule;
+  rule.norm_topk = c.norm_topk_prob;
+  if (c.router == ModelConfig::Router::sigmoid_grouped) {
+    rule.sigmoid_grouped = true;
+    rule.bias = l.router_bias.get();
+    rule.n_group = c.n_group;
+    rule.topk_group = c.topk_group;
+    rule.scaling = static_cast<float>(c.routed_scaling_factor);
+  }
+  return rule;
+}
 
 class CudaModel final : public GpuModel {
  public:
@@ -80,7 +124,9 @@ class CudaModel final : public GpuModel {
   int32_t* table_of() const { return meta_.get() + 2 * max_rows_; }
   int32_t* output_rows() const { return meta_.get() + 3 * max_rows_; }
   int32_t* kv_end() const { return meta_.get() + 4 * max_rows_; }
-  int32_t* tables() const { return meta_.get() + 5 * max_rows_; }
+  int32_t* rings() const { return meta_.get() + 5 * max_rows_; }  // max_sequences + 1 of them
+  int32_t* tables() const { return rings() + options_.max_sequences + 1; }
+  size_t meta_ints() const { return 5 * size_t(max_rows_) + (options_.max_sequences + 1) * (1 + size_t(max_blocks_per_table_)); }
 
   void validate(const PassRequest& request) const;
   int graph_bucket(const PassRequest& request) const;
@@ -94,9 +140,13 @@ class CudaModel final : public GpuModel {
   void draft_forward(int rows, int outputs);
   void append_draft_context(int rows);
   void layer(const LayerStack& stack, int index, int rows, ResidualDelta& pending, RowCopy previous_output);
+  // y[rows, w.rows] = x w^T, whichever format w is in.
+  void project(const DeviceLinear& w, const bf16* x, int rows, float* y);
   void lm_head(int outputs);
-  LayerStack target_stack() const;
-  LayerStack draft_stack() const;
+  LayerStack target_stack() const { return {c_, w_, target_kv_}; }
+  LayerStack draft_stack() const { return {draft_->config, draft_->weights.stack, draft_kv_}; }
+  // Each layer's KvLayout in `cache` (blocks) and `ring_cache` (rings) as `plan` places them.
+  std::vector<KvLayout> kv_layouts(const ModelConfig& c, const KvPlan& plan, uint16_t* cache, uint16_t* ring_cache) const;
   RowCopy tap_of(int layer) const;  // where the norm after `layer` copies its output, if tapped
   void stage(const char* name);  // marks the end of a stage when timing stages
   void replay(Pass pass, int bucket);
@@ -114,23 +164,21 @@ class CudaModel final : public GpuModel {
   Matmul matmul_{};
   DeviceBuffer<uint8_t> cublas_workspace_;
 
-  DeviceBuffer<uint16_t> kv_;  // kv_blocks + 1 blocks: the last one takes the writes of padding rows
+  DeviceBuffer<uint16_t> kv_;     // kv_blocks + 1 blocks: the last one takes the writes of padding rows
+  DeviceBuffer<uint16_t> rings_;  // max_sequences + 1 rings (hybrid models): the last one the padding rows'
+  std::vector<KvLayout> target_kv_, draft_kv_;
   DeviceBuffer<int32_t> meta_;
   std::unique_ptr<PinnedBuffer<int32_t>> meta_host_, argmax_host_;
 
   DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, expert_out_, dense_gate_up_,
       attention_partial_, logits_;
   DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_, taps_;
+  DeviceBuffer<uint16_t> fp8_dequantized_;  // an FP8 weight as bf16, for passes too large for the FP8 GEMV
   DeviceBuffer<int32_t> expert_of_pair_, pairs_by_expert_, active_experts_, expert_begin_, argmax_;
 
   std::map<std::pair<Pass, int>, cudaGraphExec_t> graphs_;
   std::vector<std::pair<const char*, cudaEvent_t>>* stage_marks_ = nullptr;
 };
-
-// Bytes of one KV block (block_size positions, K and V, every layer) of `c`.
-size_t kv_block_bytes(const ModelConfig& c, int block_size) {
-  return size_t(c.num_hidden_layers) * 2 * block_size * c.kv_dim() * sizeof(uint16_t);
-}
 
 CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, const GpuModelOptions& options,
                      std::optional<DraftStack> draft)
@@ -156,15 +204,19 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
   // Scratch serves both stacks: sized for the wider of target and draft.
   auto widest = [&](auto dim) -> size_t { return std::max<size_t>(dim(c_), draft_ ? dim(draft_->config) : 0); };
   const size_t T = max_rows_, H = c_.hidden_size, k = std::max(1, c_.num_experts_per_tok);
-  const size_t meta_ints = 5 * T + size_t(options.max_sequences + 1) * max_blocks_per_table_;
-  meta_ = DeviceBuffer<int32_t>(meta_ints);
-  meta_host_ = std::make_unique<PinnedBuffer<int32_t>>(meta_ints);
+  meta_ = DeviceBuffer<int32_t>(meta_ints());
+  meta_host_ = std::make_unique<PinnedBuffer<int32_t>>(meta_ints());
   argmax_host_ = std::make_unique<PinnedBuffer<int32_t>>(T);
   x_ = DeviceBuffer<float>(T * H);
   xn_ = DeviceBuffer<uint16_t>(T * H);
-  qkv_ = DeviceBuffer<float>(T * widest([](const ModelConfig& m) { return m.q_dim() + 2 * m.kv_dim(); }));
+  const auto projection_width = [](const ModelConfig& m) {
+    int widest_layer = 0;
+    for (int l = 0; l < m.num_hidden_layers; ++l) widest_layer = std::max(widest_layer, m.q_dim() + m.k_dim(l) + m.v_dim(l));
+    return widest_layer;
+  };
+  qkv_ = DeviceBuffer<float>(T * widest(projection_width));
   q_ = DeviceBuffer<float>(T * widest([](const ModelConfig& m) { return m.q_dim(); }));
-  attn_out_ = DeviceBuffer<uint16_t>(T * widest([](const ModelConfig& m) { return m.q_dim(); }));
+  attn_out_ = DeviceBuffer<uint16_t>(T * widest([](const ModelConfig& m) { return m.attention_out_dim(); }));
   delta_ = DeviceBuffer<float>(T * H);
   tap_slot_.assign(c_.num_hidden_layers, -1);
   if (draft_) {
@@ -187,35 +239,49 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     dense_act_ = DeviceBuffer<uint16_t>(T * I);
   }
   size_t partial = 0;
-  for (const ModelConfig* m : {&c_, draft_ ? &draft_->config : &c_}) {
-    const HeadShape heads{m->num_attention_heads, m->num_key_value_heads, m->head_dim};
-    for (int rows = 1; rows <= max_rows_; ++rows)
-      partial = std::max(partial, attention_scratch_floats(rows, heads,
-                                                           attention_splits(rows, heads.kv_heads, multiprocessors_,
-                                                                            kMaxAttentionSplits)));
-  }
+  for (const ModelConfig* m : {&c_, draft_ ? &draft_->config : &c_})
+    for (int l = 0; l < m->num_hidden_layers; ++l) {
+      const HeadShape heads = head_shape(*m, l);
+      for (int rows = 1; rows <= max_rows_; ++rows)
+        partial = std::max(partial, attention_scratch_floats(rows, heads,
+                                                             attention_splits(rows, heads.kv_heads, multiprocessors_,
+                                                                              kMaxAttentionSplits)));
+    }
   attention_partial_ = DeviceBuffer<float>(partial);
+  size_t fp8_elements = 0;
+  for (const DeviceLayerWeights& l : w_.layers)
+    for (const DeviceLinear* m : {&l.qkv, &l.o, &l.dense_gate_up, &l.dense_down})
+      if (m->is_fp8()) fp8_elements = std::max(fp8_elements, size_t(m->rows) * m->cols);
+  if (max_rows_ > options.gemv_max_rows) fp8_dequantized_ = DeviceBuffer<uint16_t>(fp8_elements);
   logits_ = DeviceBuffer<float>(T * c_.vocab_size);
   argmax_ = DeviceBuffer<int32_t>(T);
 
-  // The KV cache takes what is left; a block holds its positions for the target and the draft.
-  const size_t draft_block_bytes = draft_ ? kv_block_bytes(draft_->config, options.kv_block_size) : 0;
-  const size_t block_bytes = kv_block_bytes(c_, options.kv_block_size) + draft_block_bytes;
+  // A hybrid model's rings first (one per sequence a pass may carry, and a spare for padding
+  // rows); the KV blocks take what is left, each holding its positions for the target and the draft.
+  const KvPlan plan(c_, options.kv_block_size);
+  const KvPlan draft_plan = draft_ ? KvPlan(draft_->config, options.kv_block_size) : KvPlan(ModelConfig{}, 1);
+  const int ring_count = plan.ring_capacity ? options.max_sequences + 1 : 0;
+  rings_ = DeviceBuffer<uint16_t>(ring_count * plan.ring_elements);
+  const size_t block_bytes = plan.block_bytes() + draft_plan.block_bytes();
   int blocks = options.kv_blocks;
   if (blocks == 0) {
     size_t free_bytes = 0, total_bytes = 0;
     ULTRASERVE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    blocks = static_cast<int>(std::min<size_t>(free_bytes * options.memory_fraction / block_bytes, 1 << 24));
+    blocks = block_bytes ? static_cast<int>(std::min<size_t>(free_bytes * options.memory_fraction / block_bytes, 1 << 24))
+                         : 1 << 16;  // every layer slides: blocks only count positions
   }
   if (blocks < 1) throw GpuError("no device memory left for the KV cache");
-  kv_ = DeviceBuffer<uint16_t>((blocks + 1) * kv_block_bytes(c_, options.kv_block_size) / sizeof(uint16_t));
-  ULTRASERVE_CUDA_CHECK(cudaMemset(kv_.get(), 0, kv_.bytes()));
+  kv_ = DeviceBuffer<uint16_t>((blocks + 1) * plan.block_elements);
+  for (DeviceBuffer<uint16_t>* b : {&kv_, &rings_})
+    if (!b->empty()) ULTRASERVE_CUDA_CHECK(cudaMemset(b->get(), 0, b->bytes()));
   if (draft_) {
-    draft_->kv = DeviceBuffer<uint16_t>((blocks + 1) * draft_block_bytes / sizeof(uint16_t));
+    draft_->kv = DeviceBuffer<uint16_t>((blocks + 1) * draft_plan.block_elements);
     ULTRASERVE_CUDA_CHECK(cudaMemset(draft_->kv.get(), 0, draft_->kv.bytes()));
   }
+  target_kv_ = kv_layouts(c_, plan, kv_.get(), rings_.get());
+  if (draft_) draft_kv_ = kv_layouts(draft_->config, draft_plan, draft_->kv.get(), nullptr);
 
-  // The padding rows' block table: every entry is the spare block.
+  // The padding rows' block table: every entry is the spare block (upload() names their ring).
   std::vector<int32_t> spare(max_blocks_per_table_, blocks);
   ULTRASERVE_CUDA_CHECK(cudaMemcpy(tables() + size_t(options.max_sequences) * max_blocks_per_table_, spare.data(),
                                    spare.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
@@ -223,7 +289,11 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
   info_.device_name = prop.name;
   info_.experts = w_.experts;
   info_.weight_bytes = w_.bytes + (draft_ ? draft_->weights.bytes() : 0);
-  info_.kv_bytes = kv_.bytes() + (draft_ ? draft_->kv.bytes() : 0);
+  info_.kv_bytes = kv_.bytes() + rings_.bytes() + (draft_ ? draft_->kv.bytes() : 0);
+  if (plan.ring_capacity) {
+    info_.kv_rings = options.max_sequences;
+    info_.max_rows_per_sequence = PagedKvCache::kMaxRollback;
+  }
   if (draft_) {
     const ModelConfig::DFlash& d = *draft_->config.dflash;
     info_.draft_layers = draft_->config.num_hidden_layers;
@@ -249,15 +319,17 @@ ExpertWeights CudaModel::expert_weights(const DeviceLayerWeights& l) const {
           l.experts_down_scales.get(), c_.num_experts,  c_.hidden_size,                 c_.moe_intermediate_size};
 }
 
-LayerStack CudaModel::target_stack() const {
-  return {c_, w_, {reinterpret_cast<bf16*>(kv_.get()), tables(), max_blocks_per_table_, options_.kv_block_size,
-                   c_.num_hidden_layers}};
-}
-
-LayerStack CudaModel::draft_stack() const {
-  const ModelConfig& d = draft_->config;
-  return {d, draft_->weights.stack, {reinterpret_cast<bf16*>(draft_->kv.get()), tables(), max_blocks_per_table_,
-                                     options_.kv_block_size, d.num_hidden_layers}};
+std::vector<KvLayout> CudaModel::kv_layouts(const ModelConfig& c, const KvPlan& plan, uint16_t* cache,
+                                            uint16_t* ring_cache) const {
+  std::vector<KvLayout> layouts;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const bool ring = c.is_sliding_layer(l);
+    layouts.push_back({reinterpret_cast<bf16*>(ring ? ring_cache : cache), ring ? rings() : tables(),
+                       ring ? plan.ring_elements : plan.block_elements, plan.offset[l], c.k_dim(l), c.v_dim(l),
+                       ring ? plan.ring_capacity : options_.kv_block_size, max_blocks_per_table_,
+                       ring ? c.sliding->window : 0});
+  }
+  return layouts;
 }
 
 RowCopy CudaModel::tap_of(int layer) const {
@@ -274,7 +346,7 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
   const DeviceLayerWeights& l = stack.w.layers[index];
   const int H = c.hidden_size, E = c.num_experts, k = c.num_experts_per_tok;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const HeadShape heads{c.num_attention_heads, c.num_key_value_heads, c.head_dim};
+  const HeadShape heads = head_shape(c, index);
   const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
   const AttentionScratch scratch{attention_partial_.get(),
                                  attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits)};
@@ -282,14 +354,15 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
 
   add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s, previous_output);
   stage("input norm");
-  linear(matmul_, as_bf16(l.qkv), c.q_dim() + 2 * c.kv_dim(), H, xn, rows, qkv_.get(), s);
+  project(l.qkv, xn, rows, qkv_.get());
   stage("qkv projection");
-  qk_norm_rope_store(qkv_.get(), l.q_norm.get(), l.k_norm.get(), eps, stack.w.inv_freq.get(), heads, attention_rows,
-                     stack.kv, index, q_.get(), s);
+  qk_norm_rope_store(qkv_.get(), l.q_norm.get(), l.k_norm.get(), eps, rope_table(stack, index), c.value_scale, heads,
+                     attention_rows, stack.kv[index], q_.get(), s);
   stage("q/k norm + rope + KV store");
-  paged_attention(q_.get(), heads, attention_rows, stack.kv, index, scratch, reinterpret_cast<bf16*>(attn_out_.get()), s);
+  paged_attention(q_.get(), heads, attention_rows, stack.kv[index], l.sinks.get(), scratch,
+                  reinterpret_cast<bf16*>(attn_out_.get()), s);
   stage("attention");
-  linear(matmul_, as_bf16(l.o), H, c.q_dim(), reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get(), s);
+  project(l.o, reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get());
   stage("o projection");
   add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
   stage("post-attention norm");
@@ -298,7 +371,7 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
                           expert_begin_.get()};
     linear(matmul_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
     stage("router");
-    route_tokens(router_logits_.get(), rows, E, k, c.norm_topk_prob, routing, s);
+    route_tokens(router_logits_.get(), rows, E, k, router_rule(c, l), routing, s);
     stage("routing");
     const int max_active = std::min(E, rows * k);
     bf16* act = reinterpret_cast<bf16*>(act_.get());
@@ -309,14 +382,22 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
     pending = {.expert_out = expert_out_.get(), .expert_weight = expert_weight_.get(), .top_k = k};
   } else {
     const int I = c.intermediate_size;
-    linear(matmul_, as_bf16(l.dense_gate_up), 2 * I, H, xn, rows, dense_gate_up_.get(), s);
+    project(l.dense_gate_up, xn, rows, dense_gate_up_.get());
     stage("dense gate/up");
     silu_mul(dense_gate_up_.get(), rows, I, reinterpret_cast<bf16*>(dense_act_.get()), s);
     stage("dense silu");
-    linear(matmul_, as_bf16(l.dense_down), H, I, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get(), s);
+    project(l.dense_down, reinterpret_cast<bf16*>(dense_act_.get()), rows, delta_.get());
     stage("dense down");
     pending = {.dense = delta_.get()};
   }
+}
+
+void CudaModel::project(const DeviceLinear& w, const bf16* x, int rows, float* y) {
+  if (w.is_fp8())
+    linear_fp8(matmul_, {w.fp8.get(), w.scale_inv.get(), w.rows, w.cols}, x, rows, y,
+               reinterpret_cast<bf16*>(fp8_dequantized_.get()), stream_);
+  else
+    linear(matmul_, as_bf16(w.bf16), w.rows, w.cols, x, rows, y, stream_);
 }
 
 // The normed output rows (in xn_) through the target's LM head, and their argmax.
@@ -368,13 +449,14 @@ void CudaModel::append_draft_context(int rows) {
   linear(matmul_, as_bf16(w.fc), H, info_.draft_taps * H, reinterpret_cast<bf16*>(taps_.get()), rows, delta_.get(), s);
   add_rms_norm(delta_.get(), {}, w.hidden_norm.get(), eps, H, nullptr, rows, false, xn, s);
   const LayerStack stack = draft_stack();
-  const HeadShape kv_heads_only{0, d.num_key_value_heads, d.head_dim};  // rows of [k | v], no queries
   const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
   for (int l = 0; l < d.num_hidden_layers; ++l) {
-    const bf16* kv_rows = as_bf16(w.stack.layers[l].qkv) + size_t(d.q_dim()) * H;  // past the q rows
-    linear(matmul_, kv_rows, 2 * d.kv_dim(), H, xn, rows, qkv_.get(), s);
-    qk_norm_rope_store(qkv_.get(), nullptr, w.stack.layers[l].k_norm.get(), eps, w.stack.inv_freq.get(),
-                       kv_heads_only, attention_rows, stack.kv, l, nullptr, s);
+    HeadShape kv_heads_only = head_shape(d, l);  // rows of [k | v], no queries
+    kv_heads_only.q_heads = 0;
+    const bf16* kv_rows = as_bf16(w.stack.layers[l].qkv.bf16) + size_t(d.q_dim()) * H;  // past the q rows (bf16: a draft is)
+    linear(matmul_, kv_rows, d.k_dim(l) + d.v_dim(l), H, xn, rows, qkv_.get(), s);
+    qk_norm_rope_store(qkv_.get(), nullptr, w.stack.layers[l].k_norm.get(), eps, rope_table(stack, l), d.value_scale,
+                       kv_heads_only, attention_rows, stack.kv[l], nullptr, s);
   }
   stage("draft context");
 }
@@ -408,6 +490,15 @@ void CudaModel::validate(const PassRequest& r) const {
   }
   for (const auto& t : r.tables)
     if (t.size() > size_t(max_blocks_per_table_)) throw GpuError("pass: block table longer than max_context allows");
+  if (info_.kv_rings) {  // a hybrid model: every sequence brings its ring, and few enough rows to fit it
+    if (r.rings.size() != r.tables.size()) throw GpuError("pass: a hybrid model needs one ring per block table");
+    for (int32_t ring : r.rings)
+      if (ring < 0 || ring >= info_.kv_rings) throw GpuError("pass: ring outside 0..kv_rings");
+    std::vector<int> rows_of(r.tables.size());
+    for (int32_t t : r.table_of)
+      if (++rows_of[t] > info_.max_rows_per_sequence)
+        throw GpuError("pass: more rows of one sequence than its sliding-window ring can take");
+  }
   for (int32_t o : r.output_rows)
     if (o < 0 || size_t(o) >= rows) throw GpuError("pass: output row outside the pass");
 }
@@ -462,12 +553,14 @@ CudaModel::Shape CudaModel::upload(const PassRequest& r) {
     m[4 * max_rows_ + i] = !real ? 1 : r.kv_end.empty() ? r.positions[i] + 1 : r.kv_end[i];
   }
   for (int i = 0; i < shape.outputs; ++i) m[3 * max_rows_ + i] = i < int(r.output_rows.size()) ? r.output_rows[i] : i;
-  int32_t* t = m + 5 * max_rows_;
+  int32_t* ring = m + (rings() - meta_.get());
+  std::copy(r.rings.begin(), r.rings.end(), ring);
+  ring[options_.max_sequences] = options_.max_sequences;  // the padding rows' table's: the spare ring
+  int32_t* t = m + (tables() - meta_.get());
   for (size_t s = 0; s < r.tables.size(); ++s)
     std::copy(r.tables[s].begin(), r.tables[s].end(), t + s * max_blocks_per_table_);
-  ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), m, (5 * size_t(max_rows_) + r.tables.size() * max_blocks_per_table_) *
-                                                            sizeof(int32_t),
-                                        cudaMemcpyHostToDevice, stream_));
+  const size_t used = (tables() - meta_.get()) + r.tables.size() * max_blocks_per_table_;
+  ULTRASERVE_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), m, used * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   return shape;
 }
 
@@ -536,8 +629,10 @@ size_t CudaModel::decode_bytes(int context) const {
   const size_t expert_bytes =
       w_.experts == ExpertFormat::mxfp4 ? 3 * H * c_.moe_intermediate_size * 17 / 32  // 4-bit values + 1 scale per 32
                                         : 3 * H * c_.moe_intermediate_size * bf;
-  for (const DeviceLayerWeights& l : w_.layers) {
-    bytes += l.qkv.bytes() + l.o.bytes() + 2 * size_t(context) * c_.kv_dim() * bf;
+  for (int layer = 0; layer < c_.num_hidden_layers; ++layer) {
+    const DeviceLayerWeights& l = w_.layers[layer];
+    const size_t positions = c_.is_sliding_layer(layer) ? std::min(context, c_.sliding->window) : context;
+    bytes += l.qkv.bytes() + l.o.bytes() + positions * (c_.k_dim(layer) + c_.v_dim(layer)) * bf;
     bytes += l.moe ? l.router.bytes() + size_t(c_.num_experts_per_tok) * expert_bytes
                    : l.dense_gate_up.bytes() + l.dense_down.bytes();
   }

@@ -5,7 +5,8 @@
 //
 // A pass runs any mix of rows: decode tokens, prefill chunks, speculative blocks. Each row is a
 // token at a position of some sequence, whose KV blocks (allocated by the caller from a
-// KvBlockPool of kv_blocks() blocks) are named by a block table. Pure decode passes of up to
+// KvBlockPool of kv_blocks() blocks) are named by a block table; a hybrid model's sliding-window
+// layers use the sequence's ring from that pool instead (PassRequest::rings). Pure decode passes of up to
 // the largest graph size replay a CUDA graph captured per batch-size bucket: no launch gaps,
 // and no host synchronisation except reading the sampled tokens.
 //
@@ -48,6 +49,7 @@ struct PassRequest {
   std::vector<int32_t> tokens, positions, table_of;  // one per row
   std::vector<int32_t> kv_end;  // per row: attends to positions [0, kv_end); empty: position + 1 (causal)
   std::vector<std::span<const int32_t>> tables;      // block tables, indexed by table_of
+  std::vector<int32_t> rings;  // per table: its sequence's sliding-window ring (KvSequence::ring); hybrid models only
   std::vector<int32_t> output_rows;                  // rows whose next-token logits are wanted
   bool want_logits = false;                          // copy those logits to the host too
 };
@@ -69,6 +71,9 @@ struct GpuModelInfo {
   ExpertFormat experts = ExpertFormat::bf16;
   size_t weight_bytes = 0, kv_bytes = 0;
   int vocab_size = 0, kv_blocks = 0, kv_block_size = 0, max_rows = 0, max_context = 0;
+  // A hybrid model's sliding layers keep one ring per live sequence: kv_rings of them (0: none).
+  // A pass may then carry at most max_rows_per_sequence rows of one sequence (0: no limit).
+  int kv_rings = 0, max_rows_per_sequence = 0;
   // The draft, when one was loaded (draft_layers > 0).
   int draft_layers = 0, draft_taps = 0, draft_block_size = 0, draft_mask_token = -1;
 };

@@ -10,7 +10,8 @@
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
 #                                transformers on the GPU), spec-bench (DFlash rounds on the GPU: the
 #                                30B-A3B shape with its draft's shape, then the shipped pair on the GPU
-#                                and on the CPU), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), cpu-bench
+#                                and on the CPU), mimo-bench (the MiMo-V2-Flash shape cut to 24 and 6
+#                                layers, next to HF transformers at 6), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), cpu-bench
 #                                (ours, then HF on the CPU),
 #                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
 #                                train (tools/train/train.sh: trains the shipped default from the corpus that
@@ -61,7 +62,7 @@ run() {
   mkdir -p data && rm -rf data/qwen3-tokenizer && cp -r "$bundle"/qwen3-tokenizer data/
 
   local parts=("$@")
-  [ ${#parts[@]} -eq 0 ] && parts=(tests sanitizer gpu-bench spec-bench hf-gpu-bench cpu-bench serving-bench)
+  [ ${#parts[@]} -eq 0 ] && parts=(tests sanitizer gpu-bench spec-bench mimo-bench hf-gpu-bench cpu-bench serving-bench)
   local logs; logs=$(mktemp -d) failed=0
   echo "== devices"
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
@@ -137,6 +138,17 @@ PY
       hf-gpu-bench)
         python3 tools/reference/hf_gpu_decode_bench.py --config config/models/qwen3-30b-a3b.json \
           --json "$out"/hf_gpu_decode.json || failed=1 ;;
+      mimo-bench)  # the MiMo-V2-Flash shape (FP8 attention, MXFP4 experts) cut to 24 layers and to 6; HF at 6
+        for layers in 24 6; do
+          "$bundle"/build/tools/gpu_decode_bench --config config/models/mimo-v2-flash.json --layers "$layers" \
+            --batches '[8,32,64]' --json "$out/gpu_decode_mimo_${layers}l.json" || failed=1
+        done
+        echo "-- 6 layers, FP8 (and bf16) GEMV up to 8 rows instead of 2"
+        "$bundle"/build/tools/gpu_decode_bench --config config/models/mimo-v2-flash.json --layers 6 --gemv-rows 8 \
+          --contexts '[128]' --batches '[4,8]' --steps 30 --json "$out/gpu_decode_mimo_6l_gemv8.json" |
+          grep -E '^\| \| [0-9]' || failed=1
+        python3 tools/reference/hf_gpu_decode_bench.py --config config/models/mimo-v2-flash.json --layers 6 \
+          --json "$out"/hf_gpu_decode_mimo_6l.json || failed=1 ;;
       profile)  # where a batch-1 decode step spends its time, kernel by kernel
         local nsys; nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1 || true)
         if [ -z "$nsys" ]; then echo "nsys not found"; continue; fi

@@ -67,6 +67,31 @@ TEST(BatchPlanner, LongPromptsArePrefilledInChunksWithinTheStepBudget) {
   EXPECT_TRUE(s2->entries[0].sample);
 }
 
+// A worker that takes few rows of one sequence per pass (a hybrid model's rings on the GPU) caps
+// each request's prompt chunk, while the step still fills its budget from other requests.
+TEST(BatchPlanner, PromptChunksStayWithinTheWorkersPerSequenceLimit) {
+  PlannerLimits limits = small_limits();
+  limits.max_prompt_chunk = 3;
+  BatchPlanner p(limits);
+  ASSERT_EQ(p.submit(1, prompt(7), 1, {}), BatchPlanner::Admission::queued);
+  ASSERT_EQ(p.submit(2, prompt(2), 1, {}), BatchPlanner::Admission::queued);
+  auto s1 = p.next_step();
+  ASSERT_TRUE(s1);
+  ASSERT_EQ(s1->entries.size(), 2u);
+  EXPECT_EQ(s1->entries[0].tokens.size(), 3u);
+  EXPECT_FALSE(s1->entries[0].sample);
+  EXPECT_EQ(s1->entries[1].tokens.size(), 2u);
+  p.on_sampled(2, 5, false);
+  std::vector<size_t> chunks;
+  for (auto s = p.next_step(); s && chunks.size() < 4; s = p.next_step()) {
+    for (const StepEntry& e : s->entries)
+      if (e.id == 1) chunks.push_back(e.tokens.size());
+    for (const StepEntry& e : s->entries)
+      if (e.sample) p.on_sampled(e.id, 5, true);
+  }
+  EXPECT_EQ(chunks, (std::vector<size_t>{3, 1}));  // 3 + 3 + 1 = 7
+}
+
 TEST(BatchPlanner, WaitsForKvAndKeepsArrivalOrder) {
   BatchPlanner p(small_limits());
   p.submit(1, prompt(8), 4, {});  // 3 blocks

@@ -198,6 +198,21 @@ TEST(Fp8Format, QuantizationScalesEachBlockByItsLargestMagnitude) {
   EXPECT_THROW(quantize_fp8(std::vector<float>(4), 2, 2, {0, 128}), std::invalid_argument);
 }
 
+// The GPU engine quantizes the values an FP8 checkpoint loaded as (fused q|k|v, in 128 x 128
+// blocks) again: that must give back the stored codes, and the scales up to an fp32 rounding.
+TEST(Fp8Format, QuantizingDequantizedBlocksGivesBackTheCodes) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> w(256 * 384);
+  for (float& v : w) v = normal(rng);
+  const Fp8Matrix stored = quantize_fp8(w, 256, 384);
+  const Fp8Matrix again = quantize_fp8(dequantize_fp8(stored), 256, 384);
+  EXPECT_EQ(again.codes, stored.codes);
+  ASSERT_EQ(again.scale_inv.size(), stored.scale_inv.size());
+  for (size_t b = 0; b < stored.scale_inv.size(); ++b)
+    EXPECT_NEAR(again.scale_inv[b], stored.scale_inv[b], 2e-7 * stored.scale_inv[b]) << "block " << b;
+}
+
 TEST(Fp8Format, ThreadedQuantizationGivesTheSameBytes) {
   ThreadPool pool(3);
   for (const Fp8BlockSize block : {Fp8BlockSize{}, Fp8BlockSize{16, 48}}) {

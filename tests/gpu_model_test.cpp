@@ -1,24 +1,37 @@
 // The CUDA forward pass against the CPU forward pass (itself checked against HF transformers
-// in reference_model_test) on the four fixture configs, plus the batching paths: mixed
-// prefill/decode passes, CUDA-graph replays with padding, and the GPU worker. Skips where there
-// is no GPU (CI); scripts/gpu.sh runs it on the GPU machine.
+// in reference_model_test) on the fixture configs (Qwen3-MoE, dense Qwen3 and MiMo-V2's hybrid
+// attention and grouped routing), plus the batching paths: mixed prefill/decode passes, CUDA-graph
+// replays with padding, and the GPU worker, on Qwen3-MoE and MiMo-V2 (whose sliding-window rings
+// wrap around in the longer runs). Skips where there is no GPU (CI); scripts/gpu.sh runs it on the
+// GPU machine.
 //
 // Tolerances: the GPU feeds bf16 activations to its matrix products (as transformers' bf16
 // inference does) where the CPU keeps fp32, so logits agree to bf16 precision, not fp32. Per
 // row, error = max |gpu - cpu| / max |cpu|; 95% of rows must be within 2e-2, and every row
 // within 1e-1: on these tiny random MoE models a bf16 rounding now and then flips a near-tied
 // router choice, and that token then takes another expert (measured worst: 5.8e-2; see
-// docs/perf.md). Batching must not change results beyond accumulation order: <= 1e-3.
+// docs/perf.md). Batching must not change results beyond accumulation order: <= 1e-3 (1e-2 for
+// the 12-layer MiMo-V2 config, whose bf16 roundings differ between our GEMV and cuBLAS in every
+// layer: measured up to 7.6e-3).
+//
+// MiMo-V2's sigmoid group-limited routing is compared where its choices are not at near-ties
+// (without_near_ties): on these tiny random models the plain configs flip a choice in a few rows
+// (measured: up to 0.53 in 3 of 72 rows), which says nothing about the kernels. With every
+// expert chosen the GPU matches the CPU within 9.2e-3 on all three MiMo-V2 configs.
 
 #include <cmath>
 #include <iostream>
 #include <numeric>
+#include <sstream>
 
 #include "actors/gpu_worker.h"
+#include "actors/worker_generation.h"
 #include "gpu/device_info.h"
 #include "gpu/gpu_model.h"
 #include "model/checkpoint.h"
 #include "model/cpu_model.h"
+#include "model/dflash.h"
+#include "model/fp8.h"
 #include "model/mxfp4.h"
 #include "model/sampler.h"
 #include "tests/test_support.h"
@@ -29,6 +42,7 @@ namespace {
 constexpr double kBf16Tolerance = 2e-2;       // 95% of rows
 constexpr double kRoutingFlipTolerance = 1e-1;  // every row
 constexpr double kBatchingTolerance = 1e-3;
+constexpr double kDeepBatchingTolerance = 1e-2;  // mimo_groups8_window16
 constexpr int kPromptLength = 40;  // > 8 rows: the prefill goes through cuBLAS
 constexpr int kGreedyTokens = 32;
 
@@ -40,6 +54,11 @@ std::vector<int32_t> prompt_ids(int length, int vocab, int salt = 0) {
   return ids;
 }
 
+// The model's block pool, with its sliding-window rings when it has them.
+KvBlockPool pool_for(const gpu::GpuModel& model) {
+  return KvBlockPool(model.info().kv_blocks, model.info().kv_block_size, model.info().kv_rings);
+}
+
 // One sequence's KV blocks on the GPU model, and passes over it.
 class GpuSequence {
  public:
@@ -47,19 +66,29 @@ class GpuSequence {
     if (!pool.reserve(kv_, capacity)) throw std::runtime_error("test KV pool too small");
   }
   ~GpuSequence() { pool_.release(kv_); }
-  // Appends `tokens`; returns the logits of every new row.
+  // Appends `tokens` (in passes of as many rows as the model takes of one sequence); returns the
+  // logits of every new row.
   std::vector<float> append(std::span<const int32_t> tokens) {
-    gpu::PassRequest r;
-    r.tables.emplace_back(kv_.blocks);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      r.tokens.push_back(tokens[i]);
-      r.positions.push_back(kv_.length + int(i));
-      r.table_of.push_back(0);
-      r.output_rows.push_back(int(i));
+    const int limit = model_.info().max_rows_per_sequence;
+    const size_t chunk = limit > 0 ? size_t(limit) : tokens.size();
+    std::vector<float> logits;
+    for (size_t offset = 0; offset < tokens.size(); offset += chunk) {
+      const std::span<const int32_t> part = tokens.subspan(offset, std::min(chunk, tokens.size() - offset));
+      gpu::PassRequest r;
+      r.tables.emplace_back(kv_.blocks);
+      r.rings.push_back(kv_.ring);
+      for (size_t i = 0; i < part.size(); ++i) {
+        r.tokens.push_back(part[i]);
+        r.positions.push_back(kv_.length + int(i));
+        r.table_of.push_back(0);
+        r.output_rows.push_back(int(i));
+      }
+      r.want_logits = true;
+      kv_.length += int(part.size());
+      const std::vector<float> out = model_.run(r).logits;
+      logits.insert(logits.end(), out.begin(), out.end());
     }
-    r.want_logits = true;
-    kv_.length += int(tokens.size());
-    return model_.run(r).logits;
+    return logits;
   }
 
  private:
@@ -85,28 +114,43 @@ struct CpuReference {
   explicit CpuReference(LoadedModel m) : model(std::move(m)), cpu(std::make_unique<CpuModel>(model.config, model.weights, pool)) {}
 };
 
+// MiMo-V2's kernels without routing near-ties: every expert chosen (no choice at all), or the
+// choice led by a bias too large for any token's scores to change it (the groups and the top-k
+// among them are still chosen by the kernel, and the weights still come from the router).
+enum class RoutingTweak { every_expert, bias_led };
+void without_near_ties(LoadedModel& m, RoutingTweak routing) {
+  if (routing == RoutingTweak::every_expert) {
+    m.config.num_experts_per_tok = m.config.num_experts;
+    m.config.n_group = m.config.topk_group = 1;
+  } else {
+    for (LayerWeights& l : m.weights.layers)
+      for (float& b : l.router_bias) b *= 1000;  // N(0, 50) between experts; a score moves a choice by < 1
+  }
+}
+
 // Compares prefill logits at every position and a greedy continuation. Returns the worst error.
-double compare_with_cpu(const ModelConfig& config, CpuModel& cpu, gpu::GpuModel& gpu_model, const std::string& label) {
+double compare_with_cpu(const ModelConfig& config, CpuModel& cpu, gpu::GpuModel& gpu_model, const std::string& label,
+                        int prompt_length = kPromptLength, int greedy_tokens = kGreedyTokens) {
   const int vocab = config.vocab_size;
-  const auto ids = prompt_ids(kPromptLength, vocab);
-  PagedKvCache cache(config, 16, 16);
+  const auto ids = prompt_ids(prompt_length, vocab);
+  PagedKvCache cache(config, 32, 16);
   KvSequence seq;
-  EXPECT_TRUE(cache.reserve(seq, kPromptLength + kGreedyTokens));
+  EXPECT_TRUE(cache.reserve(seq, prompt_length + greedy_tokens));
   SequenceStep step{&seq, ids, true};
   std::vector<float> cpu_logits = cpu.forward(cache, {&step, 1});
 
-  KvBlockPool pool(gpu_model.info().kv_blocks, gpu_model.info().kv_block_size);
-  GpuSequence gseq(gpu_model, pool, kPromptLength + kGreedyTokens);
+  KvBlockPool pool = pool_for(gpu_model);
+  GpuSequence gseq(gpu_model, pool, prompt_length + greedy_tokens);
   std::vector<float> gpu_logits = gseq.append(ids);
 
   std::vector<double> errors;
-  for (int r = 0; r < kPromptLength; ++r)
+  for (int r = 0; r < prompt_length; ++r)
     errors.push_back(testing::row_relative_error(std::span(gpu_logits).subspan(size_t(r) * vocab, vocab),
                                         std::span(cpu_logits).subspan(size_t(r) * vocab, vocab)));
-  std::span<const float> cpu_last = std::span(cpu_logits).subspan(size_t(kPromptLength - 1) * vocab, vocab);
-  std::span<const float> gpu_last = std::span(gpu_logits).subspan(size_t(kPromptLength - 1) * vocab, vocab);
+  std::span<const float> cpu_last = std::span(cpu_logits).subspan(size_t(prompt_length - 1) * vocab, vocab);
+  std::span<const float> gpu_last = std::span(gpu_logits).subspan(size_t(prompt_length - 1) * vocab, vocab);
   int identical = 0;
-  for (int k = 0; k < kGreedyTokens; ++k) {
+  for (int k = 0; k < greedy_tokens; ++k) {
     const int32_t want = argmax(cpu_last), got = argmax(gpu_last);
     if (want != got) {
       // A divergence is acceptable only at a near-tie, within bf16 noise of the logits' scale.
@@ -125,12 +169,20 @@ double compare_with_cpu(const ModelConfig& config, CpuModel& cpu, gpu::GpuModel&
     gpu_last = gpu_logits;
     errors.push_back(testing::row_relative_error(gpu_last, cpu_last));
   }
+  // The positions of the worst rows (a bug shows as a pattern in them, a routing flip as a few rows).
+  std::vector<int> order(errors.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return errors[a] > errors[b]; });
+  std::ostringstream worst_rows;
+  for (size_t i = 0; i < std::min<size_t>(4, order.size()); ++i)
+    worst_rows << (i ? ", " : "") << "position " << order[i] << ": " << errors[size_t(order[i])];
   std::sort(errors.begin(), errors.end());
   const double worst = errors.back(), p95 = errors[errors.size() * 95 / 100];
   EXPECT_LE(p95, kBf16Tolerance) << label;
   EXPECT_LE(worst, kRoutingFlipTolerance) << label;
   std::cout << "[ gpu ] " << label << ": relative error p95 " << p95 << ", max " << worst << " over " << errors.size()
-            << " rows; greedy identical for " << identical << " of " << kGreedyTokens << " tokens\n";
+            << " rows; greedy identical for " << identical << " of " << greedy_tokens << " tokens; worst rows "
+            << worst_rows.str() << "\n";
   return worst;
 }
 
@@ -152,27 +204,101 @@ INSTANTIATE_TEST_SUITE_P(Configs, GpuModelTest,
                          ::testing::Values("moe_topk2_norm.json", "moe_top4_unnormed_tied.json",
                                            "moe_sparse_step2_top1.json", "dense_qwen3.json"));
 
-// MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised
-// MXFP4 values, so the CPU reference runs on those.
-TEST(GpuModelMxfp4, MatchesCpuOnDequantisedExperts) {
+class GpuModelMimo : public GpuModelTest {};
+
+TEST_P(GpuModelMimo, MatchesCpuWithoutRoutingNearTies) {
+  for (RoutingTweak routing : {RoutingTweak::every_expert, RoutingTweak::bias_led}) {
+    testing::ScratchDir dir;
+    LoadedModel model = load_model(testing::make_checkpoint(dir, GetParam(), 5));
+    without_near_ties(model, routing);
+    auto gpu_model = gpu::GpuModel::load(model.config, model.weights, small_options(gpu::ExpertFormat::bf16));
+    CpuReference ref(std::move(model));
+    const double worst = compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model,
+                                          GetParam() + (routing == RoutingTweak::every_expert ? " every expert" : " bias-led"));
+    EXPECT_LE(worst, kBf16Tolerance);  // no flips to allow for
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, GpuModelMimo,
+                         ::testing::Values("mimo_window4_groups.json", "mimo_explicit_types_tied.json",
+                                           "mimo_groups8_window16.json"));
+
+// MiMo-V2 over a prompt of three passes (the GPU takes 64 rows of a sequence per pass) and a
+// long continuation: every window's ring wraps around several times.
+TEST(GpuModelMimoLong, LongSequencesWrapTheRings) {
   if (!have_gpu()) GTEST_SKIP() << "no GPU";
   testing::ScratchDir dir;
-  LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 6));
+  LoadedModel model = load_model(testing::make_checkpoint(dir, "mimo_groups8_window16.json", 5));
+  without_near_ties(model, RoutingTweak::bias_led);
+  CpuReference ref(std::move(model));
+  auto gpu_model = gpu::GpuModel::load(ref.model.config, ref.model.weights, small_options(gpu::ExpertFormat::bf16));
+  ASSERT_EQ(gpu_model->info().max_rows_per_sequence, PagedKvCache::kMaxRollback);
+  compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, "mimo_groups8_window16 long", 150, 64);
+}
+
+// MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised
+// MXFP4 values, so the CPU reference runs on those.
+class GpuModelMxfp4 : public GpuModelTest {};
+
+TEST_P(GpuModelMxfp4, MatchesCpuOnDequantisedExperts) {
+  testing::ScratchDir dir;
+  LoadedModel model = load_model(testing::make_checkpoint(dir, GetParam(), 6));
+  without_near_ties(model, RoutingTweak::bias_led);  // a no-op for softmax routing
   auto gpu_model = gpu::GpuModel::load(model.config, model.weights, small_options(gpu::ExpertFormat::mxfp4));
   ASSERT_EQ(gpu_model->info().experts, gpu::ExpertFormat::mxfp4);
   for (LayerWeights& layer : model.weights.layers)
     for (FeedForward& e : layer.experts)
       for (Matrix* m : {&e.gate, &e.up, &e.down}) m->data = dequantize_mxfp4(quantize_mxfp4(m->data, m->rows, m->cols));
   CpuReference ref(std::move(model));
-  compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, "moe_topk2_norm mxfp4");
+  compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, GetParam() + " mxfp4");
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, GpuModelMxfp4, ::testing::Values("moe_topk2_norm.json", "mimo_window4_groups.json"));
+
+// An FP8 checkpoint: the GPU keeps its projections and dense MLPs in block-scaled FP8, quantizing
+// each fused matrix (q|k|v, gate|up) in 128 x 128 blocks; the CPU reference runs on exactly
+// those values. (For published shapes the fused blocks are the checkpoint's own: fp8_test.)
+void requantize_fused(std::initializer_list<Matrix*> parts) {
+  std::vector<float> stacked;
+  int rows = 0;
+  for (const Matrix* m : parts) stacked.insert(stacked.end(), m->data.begin(), m->data.end()), rows += m->rows;
+  const std::vector<float> values = dequantize_fp8(quantize_fp8(stacked, rows, (*parts.begin())->cols));
+  size_t offset = 0;
+  for (Matrix* m : parts) {
+    std::copy_n(values.begin() + offset, m->data.size(), m->data.begin());
+    offset += m->data.size();
+  }
+}
+
+TEST(GpuModelFp8, ComputesWithTheBlockScaledWeights) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  testing::ScratchDir dir;
+  LoadedModel model = load_model(testing::make_checkpoint(dir, "mimo_window4_groups.json", 13, DType::F8_E4M3));
+  ASSERT_TRUE(model.config.fp8);
+  without_near_ties(model, RoutingTweak::bias_led);
+  auto gpu_model = gpu::GpuModel::load(model.config, model.weights, small_options(gpu::ExpertFormat::bf16));
+  for (LayerWeights& l : model.weights.layers) {
+    requantize_fused({&l.q_proj, &l.k_proj, &l.v_proj});
+    requantize_fused({&l.o_proj});
+    if (!l.moe) {
+      requantize_fused({&l.dense.gate, &l.dense.up});
+      requantize_fused({&l.dense.down});
+    }
+  }
+  CpuReference ref(std::move(model));
+  compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, "mimo_window4_groups fp8");
 }
 
 // Five sequences in one mixed pass (prefill chunks of different lengths), then decode steps of
 // all five replayed from a padded CUDA graph, against each sequence run alone without graphs.
-TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
-  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+class GpuModelBatching : public GpuModelTest {};
+
+TEST_P(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
   testing::ScratchDir dir;
-  LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_top4_unnormed_tied.json", 8));
+  LoadedModel model = load_model(testing::make_checkpoint(dir, GetParam(), 8));
+  without_near_ties(model, RoutingTweak::bias_led);
+  const double tolerance = model.config.num_hidden_layers > 8 ? kDeepBatchingTolerance : kBatchingTolerance;
+  double worst = 0;
   const int vocab = model.config.vocab_size;
   gpu::GpuModelOptions no_graphs = small_options(gpu::ExpertFormat::bf16);
   no_graphs.graph_batch_sizes.clear();
@@ -180,8 +306,8 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
   auto batched = gpu::GpuModel::load(model.config, model.weights, small_options(gpu::ExpertFormat::bf16));
 
   constexpr int kSequences = 5, kDecodeSteps = 6;
-  KvBlockPool alone_pool(alone->info().kv_blocks, alone->info().kv_block_size);
-  KvBlockPool batch_pool(batched->info().kv_blocks, batched->info().kv_block_size);
+  KvBlockPool alone_pool = pool_for(*alone);
+  KvBlockPool batch_pool = pool_for(*batched);
   std::vector<std::vector<int32_t>> prompts;
   std::vector<KvSequence> kv(kSequences);
   gpu::PassRequest mixed;
@@ -191,6 +317,7 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
   }
   for (int s = 0; s < kSequences; ++s) {
     mixed.tables.emplace_back(kv[s].blocks);
+    mixed.rings.push_back(kv[s].ring);
     for (size_t i = 0; i < prompts[s].size(); ++i) {
       mixed.tokens.push_back(prompts[s][i]);
       mixed.positions.push_back(int(i));
@@ -208,9 +335,9 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
     singles.push_back(std::make_unique<GpuSequence>(*alone, alone_pool, 64));
     const std::vector<float> logits = singles[s]->append(prompts[s]);
     const auto last = std::span(logits).subspan(logits.size() - vocab, vocab);
-    EXPECT_LE(testing::row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), last),
-              kBatchingTolerance)
-        << "prefill of sequence " << s;
+    const double error = testing::row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), last);
+    worst = std::max(worst, error);
+    EXPECT_LE(error, tolerance) << "prefill of sequence " << s;
     next[s] = argmax(last);
     EXPECT_EQ(batch_out.argmax[s], next[s]) << "device argmax of sequence " << s;
   }
@@ -218,6 +345,7 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
     gpu::PassRequest decode;  // five rows: replayed from the graph of bucket 8, three rows padding
     for (int s = 0; s < kSequences; ++s) {
       decode.tables.emplace_back(kv[s].blocks);
+      decode.rings.push_back(kv[s].ring);
       decode.tokens.push_back(next[s]);
       decode.positions.push_back(kv[s].length++);
       decode.table_of.push_back(s);
@@ -227,14 +355,19 @@ TEST(GpuModelBatching, MixedPassesAndGraphsMatchSeparateRuns) {
     batch_out = batched->run(decode);
     for (int s = 0; s < kSequences; ++s) {
       const std::vector<float> logits = singles[s]->append({&next[s], 1});
-      EXPECT_LE(testing::row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), logits),
-                kBatchingTolerance)
-          << "decode step " << step << " of sequence " << s;
+      const double error =
+          testing::row_relative_error(std::span(batch_out.logits).subspan(size_t(s) * vocab, vocab), logits);
+      worst = std::max(worst, error);
+      EXPECT_LE(error, tolerance) << "decode step " << step << " of sequence " << s;
       next[s] = argmax(logits);
       EXPECT_EQ(batch_out.argmax[s], next[s]);
     }
   }
+  std::cout << "[ gpu ] " << GetParam() << ": batched against alone, worst relative error " << worst << "\n";
 }
+
+INSTANTIATE_TEST_SUITE_P(Configs, GpuModelBatching,
+                         ::testing::Values("moe_top4_unnormed_tied.json", "mimo_groups8_window16.json"));
 
 // The worker (what the server runs): admissions, a prompt in two chunks, greedy and seeded
 // sampled requests side by side, release. Greedy tokens match a plain GPU greedy loop.
@@ -250,7 +383,7 @@ TEST(GpuWorkerTest, RunsStepPlans) {
   const auto prompt = prompt_ids(20, vocab);
   std::vector<int32_t> expected;
   {
-    KvBlockPool pool(reference_model->info().kv_blocks, reference_model->info().kv_block_size);
+    KvBlockPool pool = pool_for(*reference_model);
     GpuSequence seq(*reference_model, pool, 64);
     std::vector<float> logits = seq.append(prompt);
     for (int i = 0; i < 8; ++i) {
@@ -286,6 +419,60 @@ TEST(GpuWorkerTest, RunsStepPlans) {
   StepPlan done;
   done.release = {1, 2};
   worker.execute(done);
+}
+
+// MiMo-V2 through the GPU worker: a prompt longer than a pass takes of one sequence, in chunks,
+// then plain decoding equals the model driven pass by pass; speculative rounds with a DFlash
+// draft tapping the hybrid target equal plain decoding (where they part, only at a near-tie: a
+// verify block and a decode step pass different row counts through the kernels).
+TEST(GpuWorkerTest, MimoPlainAndSpeculativeDecoding) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  testing::ScratchDir dir;
+  LoadedModel model = load_model(testing::make_checkpoint(dir, "mimo_window4_groups.json", 11));
+  without_near_ties(model, RoutingTweak::bias_led);
+  LoadedDraft draft = load_draft(testing::make_checkpoint(dir, "dflash_draft_moe_topk2.json", 12));
+  check_draft_fits(draft.config, model.config, "draft");
+  const int vocab = model.config.vocab_size;
+  gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
+  o.max_rows = 256;  // the first prefill step: 64 + 9 + 64 rows
+  auto reference = gpu::GpuModel::load(model.config, model.weights, o);
+  GpuWorker plain(gpu::GpuModel::load(model.config, model.weights, o), 0, vocab);
+  GpuWorker speculative(gpu::GpuModel::load(model.config, model.weights, o, &draft.config, &draft.weights), 0, vocab);
+  EXPECT_EQ(plain.info().max_rows_per_sequence, PagedKvCache::kMaxRollback);
+
+  constexpr int kNew = 40;
+  const std::vector<std::vector<int32_t>> prompts = {prompt_ids(150, vocab), prompt_ids(9, vocab, 1),
+                                                     prompt_ids(70, vocab, 2)};
+  const WorkerGeneration want = generate_on_worker(plain, prompts, {.new_tokens = kNew});
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    KvBlockPool pool = pool_for(*reference);
+    GpuSequence seq(*reference, pool, 256);
+    std::vector<float> logits = seq.append(prompts[p]);
+    std::vector<int32_t> expected;
+    for (int i = 0; i < kNew; ++i) {
+      expected.push_back(argmax(std::span(logits).subspan(logits.size() - vocab, vocab)));
+      logits = seq.append({&expected.back(), 1});
+    }
+    EXPECT_EQ(want.tokens[p], expected) << "prompt " << p;
+  }
+
+  const WorkerGeneration got = generate_on_worker(speculative, prompts, {.new_tokens = kNew, .block = 4});
+  EXPECT_GT(got.rounds, 0);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const auto& a = want.tokens[p];
+    const auto& b = got.tokens[p];
+    const size_t k = std::mismatch(a.begin(), a.end(), b.begin()).first - a.begin();
+    if (k == a.size()) continue;
+    std::vector<int32_t> context = prompts[p];
+    context.insert(context.end(), a.begin(), a.begin() + k);
+    KvBlockPool pool = pool_for(*reference);
+    GpuSequence seq(*reference, pool, 256);
+    const std::vector<float> logits = seq.append(context);
+    const std::span<const float> row = std::span(logits).subspan(logits.size() - vocab, vocab);
+    EXPECT_LE(testing::top2_margin(row), kBf16Tolerance * std::fabs(*std::max_element(row.begin(), row.end())))
+        << "prompt " << p << ": speculative output parts from plain greedy at token " << k << " away from a near-tie";
+  }
+  std::cout << "[ gpu ] MiMo-V2 with a DFlash draft: " << got.rounds << " rounds, tau " << got.tau() << "\n";
 }
 
 }  // namespace

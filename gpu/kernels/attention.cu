@@ -5,7 +5,9 @@
 //   combine             the partials of a row and query head merged into its output
 // Decode, prefill chunks and speculative verification are the same computation: every row
 // attends to positions [0, kv_end), all of which are in the cache by then (kv_end = position + 1:
-// causal; a DFlash draft's block rows see their whole block).
+// causal; a DFlash draft's block rows see their whole block). A sliding-window layer's row sees
+// only the last `window` of them, read from its sequence's ring; a ring holds window + 64 slots,
+// so the up to 64 rows a pass stores per sequence never overwrite a position a row still reads.
 
 #include <cfloat>
 
@@ -24,70 +26,109 @@ constexpr int dims_per_lane() {
   return D >= 32 ? D / 32 : 1;
 }
 
-__device__ __forceinline__ size_t cache_offset(const KvLayout& kv, int layer, int kind, int table, int position,
-                                               int kv_dim) {
-  const int block = kv.tables[static_cast<size_t>(table) * kv.max_blocks_per_table + position / kv.block_size];
-  return ((static_cast<size_t>(block) * kv.layers + layer) * 2 + kind) * kv.block_size * kv_dim +
-         static_cast<size_t>(position % kv.block_size) * kv_dim;
+// Where position `position` of a table's sequence lives in the layer: the start of its block (or
+// ring) plus the layer's offset, and its slot in there.
+struct CacheSlot {
+  size_t base;
+  int slot;
+};
+__device__ __forceinline__ CacheSlot cache_slot(const KvLayout& kv, int table, int position) {
+  const size_t entry =
+      kv.window ? size_t(table) : size_t(table) * kv.max_blocks_per_table + position / kv.block_size;
+  return {size_t(kv.tables[entry]) * kv.block_stride + kv.layer_offset, position % kv.block_size};
+}
+__device__ __forceinline__ size_t key_offset(const KvLayout& kv, CacheSlot c) {
+  return c.base + size_t(c.slot) * kv.k_width;
+}
+__device__ __forceinline__ size_t value_offset(const KvLayout& kv, CacheSlot c) {
+  return c.base + size_t(kv.block_size) * kv.k_width + size_t(c.slot) * kv.v_width;
+}
+// The first position a row ending at kv_end sees.
+__device__ __forceinline__ int context_begin(const KvLayout& kv, int kv_end) {
+  return kv.window ? max(0, kv_end - kv.window) : 0;
 }
 
 // ---- q/k norm, RoPE, cache store ----------------------------------------------------------------
-// One warp per head. Lane l owns dims l + 32 j: the rotate-half partner of a dim (d +- D/2) is
-// then in the same lane, or, for D <= 32, in lane l ^ D/2.
+// One warp per head; lane l owns dims l + 32 j. When RoPE turns the whole head and D is a power of
+// two, the rotate-half partner of a dim (d +- D/2) is in the same lane, or for D <= 32 in lane
+// l ^ D/2; otherwise (partial RoPE, D = 24, 48, 192) it is read back from the warp's copy of the
+// head in shared memory. (The shared-memory path for every head cost the Qwen3-30B-A3B decode
+// step 2 us a layer on the H200.)
 constexpr int kHeadsPerBlock = 8;
 
 template <int D>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32)
-    qk_norm_rope_store_kernel(const float* qkv, const float* q_norm, const float* k_norm, float eps,
-                              const float* inv_freq, HeadShape h, AttentionRows rows, KvLayout kv, int layer,
-                              float* q_out) {
-  constexpr int P = dims_per_lane<D>();
+    qk_norm_rope_store_kernel(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
+                              float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out) {
+  constexpr int P = (D + 31) / 32;
+  __shared__ float head_s[kHeadsPerBlock][D];
   wait_for_previous_kernel();
-  const int lane = threadIdx.x % 32;
-  const int head = blockIdx.y * kHeadsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int head = blockIdx.y * kHeadsPerBlock + warp;
   const int row = blockIdx.x;
-  const int kv_dim = h.kv_heads * D;
   if (head < h.q_heads + 2 * h.kv_heads) {
-    const bool active = D >= 32 || lane < D;
-    const float* src = qkv + static_cast<size_t>(row) * (h.q_heads * D + 2 * kv_dim) + static_cast<size_t>(head) * D;
+    const bool is_q = head < h.q_heads, is_k = !is_q && head < h.q_heads + h.kv_heads, is_v = !is_q && !is_k;
+    const int width = is_v ? h.v_head_dim : D;
+    const int value_head = head - h.q_heads - h.kv_heads;
+    const size_t row_width = size_t(h.q_heads + h.kv_heads) * D + size_t(h.kv_heads) * h.v_head_dim;
+    const float* src = qkv + row * row_width +
+                       (is_v ? size_t(h.q_heads + h.kv_heads) * D + size_t(value_head) * h.v_head_dim : size_t(head) * D);
     float v[P];
 #pragma unroll
-    for (int j = 0; j < P; ++j) v[j] = active ? src[lane + 32 * j] : 0.0f;
-    const bool is_q = head < h.q_heads, is_k = !is_q && head < h.q_heads + h.kv_heads;
+    for (int j = 0; j < P; ++j) v[j] = lane + 32 * j < width ? src[lane + 32 * j] : 0.0f;
     const int position = rows.positions[row];
-    if (is_q || is_k) {
-      float squares = 0;
+    if (is_v) {
 #pragma unroll
-      for (int j = 0; j < P; ++j) squares += v[j] * v[j];
-      const float scale = rsqrtf(warp_sum(squares) / D + eps);
-      const float* w = is_q ? q_norm : k_norm;
+      for (int j = 0; j < P; ++j) v[j] *= value_scale;
+    } else {
+      if (const float* w = is_q ? q_norm : k_norm) {
+        float squares = 0;
 #pragma unroll
-      for (int j = 0; j < P; ++j) v[j] = active ? v[j] * scale * w[lane + 32 * j] : 0.0f;
-      float rotated[P];
+        for (int j = 0; j < P; ++j) squares += v[j] * v[j];
+        const float scale = rsqrtf(warp_sum(squares) / D + eps);
+#pragma unroll
+        for (int j = 0; j < P; ++j) v[j] = lane + 32 * j < D ? v[j] * scale * w[lane + 32 * j] : 0.0f;
+      }
+      constexpr bool kPartnerInRegisters = (D & (D - 1)) == 0;
+      float partner[P];
+      if (kPartnerInRegisters && rope.rotary_dim == D) {
+#pragma unroll
+        for (int j = 0; j < P; ++j) partner[j] = P >= 2 ? v[(j + P / 2) % P] : __shfl_xor_sync(0xffffffffu, v[j], D / 2);
+      } else {
+#pragma unroll
+        for (int j = 0; j < P; ++j)
+          if (lane + 32 * j < D) head_s[warp][lane + 32 * j] = v[j];
+        __syncwarp();
+        const int half = rope.rotary_dim / 2;
+#pragma unroll
+        for (int j = 0; j < P; ++j) {
+          const int d = lane + 32 * j;
+          partner[j] = d < rope.rotary_dim ? head_s[warp][d < half ? d + half : d - half] : 0.0f;
+        }
+      }
+      const int half = rope.rotary_dim / 2;
 #pragma unroll
       for (int j = 0; j < P; ++j) {
         const int d = lane + 32 * j;
-        const bool low = d < D / 2;
-        const float partner = P >= 2 ? v[(j + P / 2) % P] : __shfl_xor_sync(0xffffffffu, v[j], D / 2);
-        float sin_a = 0, cos_a = 1;
-        if (active) sincosf(static_cast<float>(position) * inv_freq[low ? d : d - D / 2], &sin_a, &cos_a);
-        rotated[j] = low ? v[j] * cos_a - partner * sin_a : v[j] * cos_a + partner * sin_a;
+        if (d >= rope.rotary_dim) continue;
+        const bool low = d < half;
+        float sin_a, cos_a;
+        sincosf(static_cast<float>(position) * rope.inv_freq[low ? d : d - half], &sin_a, &cos_a);
+        v[j] = low ? v[j] * cos_a - partner[j] * sin_a : v[j] * cos_a + partner[j] * sin_a;
       }
-#pragma unroll
-      for (int j = 0; j < P; ++j) v[j] = rotated[j];
     }
-    if (active) {
-      if (is_q) {
-        float* dst = q_out + static_cast<size_t>(row) * h.q_heads * D + static_cast<size_t>(head) * D;
+    if (is_q) {
+      float* dst = q_out + static_cast<size_t>(row) * h.q_heads * D + static_cast<size_t>(head) * D;
 #pragma unroll
-        for (int j = 0; j < P; ++j) dst[lane + 32 * j] = v[j];
-      } else {
-        const int kv_head = is_k ? head - h.q_heads : head - h.q_heads - h.kv_heads;
-        bf16* dst = kv.cache + cache_offset(kv, layer, is_k ? 0 : 1, rows.table_of[row], position, kv_dim) +
-                    static_cast<size_t>(kv_head) * D;
+      for (int j = 0; j < P; ++j)
+        if (lane + 32 * j < D) dst[lane + 32 * j] = v[j];
+    } else {
+      const CacheSlot slot = cache_slot(kv, rows.table_of[row], position);
+      bf16* dst = kv.cache + (is_k ? key_offset(kv, slot) + size_t(head - h.q_heads) * D
+                                   : value_offset(kv, slot) + size_t(value_head) * h.v_head_dim);
 #pragma unroll
-        for (int j = 0; j < P; ++j) dst[lane + 32 * j] = __float2bfloat16(v[j]);
-      }
+      for (int j = 0; j < P; ++j)
+        if (lane + 32 * j < width) dst[lane + 32 * j] = __float2bfloat16(v[j]);
     }
   }
   allow_next_kernel();
@@ -113,26 +154,25 @@ __device__ __forceinline__ void load_values(const bf16* src, bool owns, float ou
 }
 
 // ---- attention partials -------------------------------------------------------------------------
-// Lane l scores position base + l against all G query heads (its key row read with 16-byte
-// loads); for the weighted sum of values lane l owns dims [l P, l P + P) of every head.
-template <int D, int G>
+// Lane l scores position base + l against all G query heads (its key row of DK read with 16-byte
+// loads); for the weighted sum of values lane l owns dims [l P, l P + P) of every value head of DV.
+template <int DK, int DV, int G>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
-    attention_kernel(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, int layer,
-                     AttentionScratch scratch) {
-  constexpr int P = dims_per_lane<D>();
-  __shared__ __align__(16) float q_s[G][D];
+    attention_kernel(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, AttentionScratch scratch) {
+  constexpr int P = dims_per_lane<DV>();
+  __shared__ __align__(16) float q_s[G][DK];
   wait_for_previous_kernel();
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int kv_dim = h.kv_heads * D;
-  const float softmax_scale = rsqrtf(static_cast<float>(D));
+  const float softmax_scale = rsqrtf(static_cast<float>(DK));
   // The row's metadata first, then the query heads, all loads in flight together (a column loop
   // here waited out one round trip per step: most of the kernel's 16 us on the H200 at batch 1).
-  const int length = rows.kv_end[row];
+  const int last = rows.kv_end[row];
+  const int first = context_begin(kv, last);
   const int table = rows.table_of[row];
-  constexpr int kQVectors = G * D / 4, kQPerThread = (kQVectors + kAttentionWarps * 32 - 1) / (kAttentionWarps * 32);
-  const float4* q4 = reinterpret_cast<const float4*>(q + static_cast<size_t>(row) * h.q_heads * D +
-                                                     static_cast<size_t>(kv_head) * G * D);
+  constexpr int kQVectors = G * DK / 4, kQPerThread = (kQVectors + kAttentionWarps * 32 - 1) / (kAttentionWarps * 32);
+  const float4* q4 = reinterpret_cast<const float4*>(q + static_cast<size_t>(row) * h.q_heads * DK +
+                                                     static_cast<size_t>(kv_head) * G * DK);
   float4 qv[kQPerThread];
 #pragma unroll
   for (int j = 0; j < kQPerThread; ++j) {
@@ -148,13 +188,14 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
   }
   __syncthreads();
 
+  const int length = last - first;
   const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
-  const int begin = split * chunk, end = min(length, begin + chunk);
+  const int begin = first + split * chunk, end = min(last, begin + chunk);
   if (begin >= end) {  // a split past the context: the combine does not read it
     allow_next_kernel();
     return;
   }
-  const bool owns_dims = D >= 32 || lane < D;
+  const bool owns_dims = DV >= 32 || lane < DV;
 
   float m[G], l[G], acc[G][P];
 #pragma unroll
@@ -169,15 +210,14 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
     const bool valid = position < end;
     // Each lane finds its own position's key and value rows (one block-table lookup); lanes
     // past the end point at a valid row and weigh it zero.
-    const size_t key_offset = cache_offset(kv, layer, 0, table, valid ? position : begin, kv_dim) +
-                              static_cast<size_t>(kv_head) * D;
-    const bf16* my_value = kv.cache + key_offset + static_cast<size_t>(kv.block_size) * kv_dim;  // K then V
+    const CacheSlot slot = cache_slot(kv, table, valid ? position : begin);
+    const bf16* my_value = kv.cache + value_offset(kv, slot) + static_cast<size_t>(kv_head) * DV;
     float s[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) s[g] = 0;
-    const uint4* key = reinterpret_cast<const uint4*>(kv.cache + key_offset);
+    const uint4* key = reinterpret_cast<const uint4*>(kv.cache + key_offset(kv, slot) + static_cast<size_t>(kv_head) * DK);
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
+    for (int c = 0; c < DK / 8; ++c) {
       float k8[8];
       bf16x8_to_float(key[c], k8);
 #pragma unroll
@@ -201,7 +241,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
     for (int j = 0; j < 32; ++j) {
       const bf16* value = reinterpret_cast<const bf16*>(
                               __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(my_value), j)) +
-                          (D >= 32 ? lane * P : lane);
+                          (DV >= 32 ? lane * P : lane);
       float v[P];
       load_values<P>(value, owns_dims, v);
 #pragma unroll
@@ -212,14 +252,14 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
       }
     }
   }
-  // This warp's partial: [m, l, acc[D]] per query head.
+  // This warp's partial: [m, l, acc[DV]] per query head.
   const int partials = scratch.splits * kAttentionWarps;
   float* out = scratch.partial +
                ((static_cast<size_t>(row) * h.kv_heads + kv_head) * partials + split * kAttentionWarps + warp) * G *
-                   (D + 2);
+                   (DV + 2);
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    float* o = out + g * (D + 2);
+    float* o = out + g * (DV + 2);
     if (lane == 0) o[0] = m[g], o[1] = l[g];
     if (owns_dims)
 #pragma unroll
@@ -228,24 +268,27 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
   allow_next_kernel();
 }
 
-// One block per (row, query head), one thread per dim.
-template <int D, int G>
-__global__ void combine_kernel(HeadShape h, AttentionRows rows, AttentionScratch scratch, bf16* out) {
+// One block per (row, query head), one thread per value dim. A sink joins the softmax's
+// denominator only.
+template <int DV, int G>
+__global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
+                               AttentionScratch scratch, bf16* out) {
   wait_for_previous_kernel();
   const int row = blockIdx.x, q_head = blockIdx.y;
   const int kv_head = q_head / G, g = q_head % G;
   const float* base = scratch.partial +
-                      (static_cast<size_t>(row) * h.kv_heads + kv_head) * scratch.splits * kAttentionWarps * G * (D + 2) +
-                      g * (D + 2);
-  const size_t stride = static_cast<size_t>(G) * (D + 2);
+                      (static_cast<size_t>(row) * h.kv_heads + kv_head) * scratch.splits * kAttentionWarps * G * (DV + 2) +
+                      g * (DV + 2);
+  const size_t stride = static_cast<size_t>(G) * (DV + 2);
   // Only the splits that had positions wrote anything worth reading (same arithmetic as above).
-  const int length = rows.kv_end[row];
+  const int length = rows.kv_end[row] - context_begin(kv, rows.kv_end[row]);
   const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
   const int partials = min(scratch.splits, (length + chunk - 1) / chunk) * kAttentionWarps;
-  float m = -FLT_MAX;
+  const float sink = sinks ? sinks[q_head] : -FLT_MAX;
+  float m = sink;
 #pragma unroll 8
   for (int p = 0; p < partials; ++p) m = fmaxf(m, base[p * stride]);
-  float l = 0, acc = 0;
+  float l = sinks ? __expf(sink - m) : 0.0f, acc = 0;
   const int d = threadIdx.x;
 #pragma unroll 8
   for (int p = 0; p < partials; ++p) {
@@ -253,71 +296,80 @@ __global__ void combine_kernel(HeadShape h, AttentionRows rows, AttentionScratch
     if (part[1] == 0.0f) continue;  // an empty split or warp
     const float w = __expf(part[0] - m);
     l += part[1] * w;
-    if (d < D) acc += part[2 + d] * w;
+    if (d < DV) acc += part[2 + d] * w;
   }
-  if (d < D) out[static_cast<size_t>(row) * h.q_heads * D + static_cast<size_t>(q_head) * D + d] = __float2bfloat16(acc / l);
+  if (d < DV)
+    out[static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(q_head) * DV + d] = __float2bfloat16(acc / l);
   allow_next_kernel();
 }
 
 template <int D>
-void dispatch_qk(const float* qkv, const float* q_norm, const float* k_norm, float eps, const float* inv_freq,
-                 HeadShape h, AttentionRows rows, KvLayout kv, int layer, float* q_out, cudaStream_t s) {
+void dispatch_qk(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
+                 float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out, cudaStream_t s) {
   const dim3 grid(rows.rows, (h.q_heads + 2 * h.kv_heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
-  launch(qk_norm_rope_store_kernel<D>, grid, kHeadsPerBlock * 32, 0, s, qkv, q_norm, k_norm, eps, inv_freq, h, rows,
-         kv, layer, q_out);
+  launch(qk_norm_rope_store_kernel<D>, grid, kHeadsPerBlock * 32, 0, s, qkv, q_norm, k_norm, eps, rope, value_scale,
+         h, rows, kv, q_out);
 }
 
-template <int D, int G>
-void dispatch_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, int layer,
+template <int DK, int DV, int G>
+void dispatch_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                         AttentionScratch scratch, bf16* out, cudaStream_t s) {
-  launch(attention_kernel<D, G>, dim3(rows.rows, h.kv_heads, scratch.splits), kAttentionWarps * 32, 0, s, q, h, rows,
-         kv, layer, scratch);
-  launch(combine_kernel<D, G>, dim3(rows.rows, h.q_heads), D < 32 ? 32 : D, 0, s, h, rows, scratch, out);
+  launch(attention_kernel<DK, DV, G>, dim3(rows.rows, h.kv_heads, scratch.splits), kAttentionWarps * 32, 0, s, q, h,
+         rows, kv, scratch);
+  launch(combine_kernel<DV, G>, dim3(rows.rows, h.q_heads), DV < 32 ? 32 : DV, 0, s, h, rows, kv, sinks, scratch, out);
 }
 
-template <int D>
-void dispatch_group(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, int layer, AttentionScratch scratch,
-                    bf16* out, cudaStream_t s) {
+template <int DK, int DV>
+void dispatch_group(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
+                    AttentionScratch scratch, bf16* out, cudaStream_t s) {
   switch (h.q_heads / h.kv_heads) {
-    case 1: return dispatch_attention<D, 1>(q, h, rows, kv, layer, scratch, out, s);
-    case 2: return dispatch_attention<D, 2>(q, h, rows, kv, layer, scratch, out, s);
-    case 4: return dispatch_attention<D, 4>(q, h, rows, kv, layer, scratch, out, s);
-    case 8: return dispatch_attention<D, 8>(q, h, rows, kv, layer, scratch, out, s);
-    case 16: return dispatch_attention<D, 16>(q, h, rows, kv, layer, scratch, out, s);
+    case 1: return dispatch_attention<DK, DV, 1>(q, h, rows, kv, sinks, scratch, out, s);
+    case 2: return dispatch_attention<DK, DV, 2>(q, h, rows, kv, sinks, scratch, out, s);
+    case 4: return dispatch_attention<DK, DV, 4>(q, h, rows, kv, sinks, scratch, out, s);
+    case 8: return dispatch_attention<DK, DV, 8>(q, h, rows, kv, sinks, scratch, out, s);
+    case 16: return dispatch_attention<DK, DV, 16>(q, h, rows, kv, sinks, scratch, out, s);
     default: throw GpuError("attention: query heads per kv head must be 1, 2, 4, 8 or 16");
   }
 }
 
-[[noreturn]] void unsupported_head_dim(int d) {
-  throw GpuError("attention: head_dim " + std::to_string(d) + " not built (8, 16, 32, 64, 128, 256 are)");
+// The head shapes built: Qwen3's equal query/key and value widths, MiMo-V2's 192/128, and those
+// of the MiMo-V2 test configs.
+constexpr const char* kBuiltHeads = "8, 16, 32, 64, 128, 256 (equal widths) and 24/16, 32/16, 48/32, 192/128";
+
+[[noreturn]] void unsupported_heads(const HeadShape& h) {
+  throw GpuError("attention: head dims " + std::to_string(h.head_dim) + "/" + std::to_string(h.v_head_dim) +
+                 " not built (" + kBuiltHeads + " are)");
 }
 
 }  // namespace
 
-void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_norm, float eps, const float* inv_freq,
-                        HeadShape h, AttentionRows rows, KvLayout kv, int layer, float* q_out, cudaStream_t s) {
+void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
+                        float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out, cudaStream_t s) {
+  if (h.v_head_dim > h.head_dim || rope.rotary_dim > h.head_dim || rope.rotary_dim % 2) unsupported_heads(h);
   switch (h.head_dim) {
-    case 8: return dispatch_qk<8>(qkv, q_norm, k_norm, eps, inv_freq, h, rows, kv, layer, q_out, s);
-    case 16: return dispatch_qk<16>(qkv, q_norm, k_norm, eps, inv_freq, h, rows, kv, layer, q_out, s);
-    case 32: return dispatch_qk<32>(qkv, q_norm, k_norm, eps, inv_freq, h, rows, kv, layer, q_out, s);
-    case 64: return dispatch_qk<64>(qkv, q_norm, k_norm, eps, inv_freq, h, rows, kv, layer, q_out, s);
-    case 128: return dispatch_qk<128>(qkv, q_norm, k_norm, eps, inv_freq, h, rows, kv, layer, q_out, s);
-    case 256: return dispatch_qk<256>(qkv, q_norm, k_norm, eps, inv_freq, h, rows, kv, layer, q_out, s);
-    default: unsupported_head_dim(h.head_dim);
+#define ULTRASERVE_QK_CASE(D) \
+  case D: return dispatch_qk<D>(qkv, q_norm, k_norm, eps, rope, value_scale, h, rows, kv, q_out, s);
+    ULTRASERVE_QK_CASE(8) ULTRASERVE_QK_CASE(16) ULTRASERVE_QK_CASE(24) ULTRASERVE_QK_CASE(32) ULTRASERVE_QK_CASE(48)
+    ULTRASERVE_QK_CASE(64) ULTRASERVE_QK_CASE(128) ULTRASERVE_QK_CASE(192) ULTRASERVE_QK_CASE(256)
+#undef ULTRASERVE_QK_CASE
+    default: unsupported_heads(h);
   }
 }
 
-void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, int layer,
+void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                      AttentionScratch scratch, bf16* out, cudaStream_t s) {
-  switch (h.head_dim) {
-    case 8: return dispatch_group<8>(q, h, rows, kv, layer, scratch, out, s);
-    case 16: return dispatch_group<16>(q, h, rows, kv, layer, scratch, out, s);
-    case 32: return dispatch_group<32>(q, h, rows, kv, layer, scratch, out, s);
-    case 64: return dispatch_group<64>(q, h, rows, kv, layer, scratch, out, s);
-    case 128: return dispatch_group<128>(q, h, rows, kv, layer, scratch, out, s);
-    case 256: return dispatch_group<256>(q, h, rows, kv, layer, scratch, out, s);
-    default: unsupported_head_dim(h.head_dim);
-  }
+  const auto is = [&](int dk, int dv) { return h.head_dim == dk && h.v_head_dim == dv; };
+  if (is(8, 8)) return dispatch_group<8, 8>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(16, 16)) return dispatch_group<16, 16>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(32, 32)) return dispatch_group<32, 32>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(64, 64)) return dispatch_group<64, 64>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(128, 128)) return dispatch_group<128, 128>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(256, 256)) return dispatch_group<256, 256>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(24, 16)) return dispatch_group<24, 16>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(32, 16)) return dispatch_group<32, 16>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(48, 32)) return dispatch_group<48, 32>(q, h, rows, kv, sinks, scratch, out, s);
+  if (is(192, 128)) return dispatch_group<192, 128>(q, h, rows, kv, sinks, scratch, out, s);
+  unsupported_heads(h);
 }
 
 int attention_splits(int rows, int kv_heads, int multiprocessors, int max_splits) {
@@ -327,7 +379,7 @@ int attention_splits(int rows, int kv_heads, int multiprocessors, int max_splits
 
 size_t attention_scratch_floats(int rows, HeadShape h, int splits) {
   return static_cast<size_t>(rows) * h.kv_heads * splits * kAttentionWarps * h.q_heads / h.kv_heads *
-         (h.head_dim + 2);
+         (h.v_head_dim + 2);
 }
 
 }  // namespace ultraserve::gpu

@@ -53,11 +53,32 @@ struct Matmul {
 // y[rows, n] = x[rows, k] * w[n, k]^T with fp32 accumulation.
 void linear(const Matmul& m, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s);
 
+// A block-scaled FP8 weight (model/fp8.h): E4M3 codes [n, k], one fp32 scale per 128 x 128 block.
+constexpr int kFp8Block = 128;
+struct Fp8Weight {
+  const uint8_t* codes;
+  const float* scale_inv;  // [ceil(n / 128), ceil(k / 128)]
+  int n, k;
+};
+// y = x * dequantize(w)^T. Up to m.gemv_max_rows rows: a GEMV that decodes the codes in registers
+// (it reads 1 byte a weight); beyond, the weight is dequantized to bf16 into `scratch` (n * k
+// elements) and cuBLAS multiplies (a pass of many rows is bound by compute, not by the weights).
+void linear_fp8(const Matmul& m, const Fp8Weight& w, const bf16* x, int rows, float* y, bf16* scratch, cudaStream_t s);
+
 // ---- attention.cu ----------------------------------------------------------------------------
+// One layer's keys and values. Full-attention layers keep every position in paged blocks named by
+// each sequence's block table; a sliding-window layer (MiMo-V2) keeps one ring per sequence,
+// position p in slot p % block_size, and its rows see only the last `window` positions.
+// In a block (or ring) a layer holds [keys: slot][k_width] then [values: slot][v_width].
 struct KvLayout {
-  bf16* cache;             // [blocks][layers][2][block_size][kv_heads * head_dim]
-  const int32_t* tables;   // [table][max_blocks_per_table]
-  int max_blocks_per_table, block_size, layers;
+  bf16* cache;
+  const int32_t* tables;     // paged: [table][max_blocks_per_table] block ids; ring: [table] ring ids
+  size_t block_stride;       // elements from one block (ring) to the next
+  size_t layer_offset;       // elements from a block's (ring's) start to this layer's keys
+  int k_width, v_width;      // elements per position: kv_heads * head_dim, kv_heads * v_head_dim
+  int block_size;            // positions per block, or per ring
+  int max_blocks_per_table;  // paged only
+  int window;                // 0: paged full attention; > 0: a ring, rows see that many positions
 };
 struct AttentionRows {
   const int32_t* positions;  // [rows]
@@ -67,20 +88,28 @@ struct AttentionRows {
 };
 struct HeadShape {
   int q_heads, kv_heads, head_dim;
+  int v_head_dim;  // value heads (MiMo-V2: narrower than query/key heads)
 };
-// From the fused q|k|v projection rows: q and k get their per-head RMS norm and RoPE; q goes
-// to `q_out` (fp32), k and v into the paged cache at the row's position.
-void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_norm, float eps,
-                        const float* inv_freq, HeadShape h, AttentionRows rows, KvLayout kv, int layer, float* q_out,
-                        cudaStream_t s);
-// Attention of each row over its sequence's positions [0, kv_end), read from the paged cache
-// (decode, prefill chunks and speculative verification alike: causal; a draft's block: not). `splits` cuts each row's
-// context into that many parts run in parallel (flash-decoding); scratch holds their partials.
+// RoPE on the first rotary_dim dims of a head (rotate-half within them), inv_freq[rotary_dim / 2].
+struct RopeTable {
+  const float* inv_freq;
+  int rotary_dim;
+};
+// From the fused projection rows [q heads | k heads | v heads]: q and k get their per-head RMS
+// norm (skipped where the weight is null) and RoPE, v is multiplied by value_scale; q goes to
+// `q_out` (fp32, may be null when h.q_heads is 0), k and v into the cache at the row's position.
+void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
+                        float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out, cudaStream_t s);
+// Attention of each row over its sequence's positions [0, kv_end) (the last kv.window of them in a
+// sliding layer), read from the cache: decode, prefill chunks and speculative verification alike
+// (causal; a draft's block: not). `splits` cuts each row's context into that many parts run in
+// parallel (flash-decoding); scratch holds their partials. `sinks` (per query head, may be null):
+// a learned logit that joins each softmax and attends to nothing.
 struct AttentionScratch {
-  float* partial;  // [rows][kv_heads][splits][group][head_dim + 2]
+  float* partial;  // [rows][kv_heads][splits][group][v_head_dim + 2]
   int splits;
 };
-void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, int layer,
+void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                      AttentionScratch scratch, bf16* out, cudaStream_t s);
 // How many parts to cut contexts into for `rows` rows: enough blocks to fill the device.
 int attention_splits(int rows, int kv_heads, int multiprocessors, int max_splits);
@@ -95,9 +124,21 @@ struct Routing {
   int32_t* active;          // [1 + num_experts]: count of used experts, then their ids
   int32_t* expert_begin;    // [num_experts + 1] offsets into pairs_by_expert
 };
-// Softmax over the router logits, top-k (renormalised when norm_topk), and the grouping of
-// (token, expert) pairs by expert. One block: the routing of a step is small.
-void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, bool norm_topk, Routing r,
+// How a token's experts are chosen from its router logits (model/routing.h has the CPU's):
+//   softmax top-k (Qwen3-MoE), renormalised when norm_topk;
+//   sigmoid_grouped (MiMo-V2): sigmoid scores; the choice adds `bias` and is limited to the
+//     topk_group best of n_group groups (a group scores its best two); the weights are the chosen
+//     plain scores, renormalised when norm_topk, times `scaling`.
+struct RouterRule {
+  bool sigmoid_grouped = false;
+  bool norm_topk = false;
+  const float* bias = nullptr;  // [num_experts], sigmoid_grouped only
+  int n_group = 1, topk_group = 1;
+  float scaling = 1.0f;
+};
+// The routing rule over the router logits, and the grouping of (token, expert) pairs by expert.
+// One block: the routing of a step is small.
+void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, const RouterRule& rule, Routing r,
                   cudaStream_t s);
 
 // ExpertFormat: gpu/expert_format.h
@@ -123,6 +164,7 @@ void argmax_rows(const float* logits, int rows, int stride, int vocab, int32_t* 
 // ---- random_fill.cu --------------------------------------------------------------------------
 // Seeded, reproducible random weights made on the device (benchmark shapes need no file).
 void fill_uniform_bf16(bf16* out, size_t count, float scale, uint64_t seed, cudaStream_t s);
-void fill_random_bytes(uint8_t* out, size_t count, uint64_t seed, cudaStream_t s);
+// Random bytes, each ANDed with `mask` (E4M3 codes: a mask that keeps them off the NaN code).
+void fill_random_bytes(uint8_t* out, size_t count, uint64_t seed, cudaStream_t s, uint8_t mask = 0xff);
 
 }  // namespace ultraserve::gpu

@@ -14,16 +14,28 @@ namespace ultraserve::gpu {
 namespace {
 
 // ---- routing -------------------------------------------------------------------------------------
-// One block; a warp per row. A lane holds its experts' logits (e = lane + 32 j) in registers, so
-// the softmax and the k rounds of "best not yet picked" never go back to memory, and lane j keeps
-// pick j. Then warp 0 turns the per-expert counts into offsets and the list of active experts
-// with one warp-wide scan. (The first version scanned the experts on one thread: 13 us a layer.)
+// One block; a warp per row. A lane holds its experts' values (e = lane + 32 j) in registers, so
+// the softmax (or sigmoid and group limit) and the k rounds of "best not yet picked" never go back
+// to memory, and lane j keeps pick j. Then warp 0 turns the per-expert counts into offsets and
+// the list of active experts with one warp-wide scan. (The first version scanned the experts on
+// one thread: 13 us a layer.)
 constexpr int kRouteThreads = 256;
 constexpr int kMaxRoutedExperts = 512;
 constexpr int kExpertsPerLane = kMaxRoutedExperts / 32;
+constexpr int kMaxExpertGroups = 64;
 
 __device__ __forceinline__ bool better(float v, int e, float best_v, int best_e) {
   return v > best_v || (v == best_v && e < best_e);  // ties: the lower expert id, as torch.topk
+}
+
+// The warp's best (value, index) among the lanes' candidates.
+__device__ __forceinline__ void warp_best(float& best_v, int& best_e) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
+    const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+    if (better(ov, oe, best_v, best_e)) best_v = ov, best_e = oe;
+  }
 }
 
 __device__ __forceinline__ int warp_exclusive_scan(int v, int lane, int& total) {
@@ -37,8 +49,51 @@ __device__ __forceinline__ int warp_exclusive_scan(int v, int lane, int& total) 
   return inclusive - v;
 }
 
+// MiMo-V2's group limit: experts outside the topk_group best groups (a group scores the sum of
+// its best two choice values) leave the running.
+__device__ void limit_to_best_groups(float (&choice)[kExpertsPerLane], int num_experts, const RouterRule& rule,
+                                     int lane) {
+  const int per_group = num_experts / rule.n_group;
+  float group_score[kMaxExpertGroups / 32] = {};  // lane l keeps groups l + 32 i
+  for (int g = 0; g < rule.n_group; ++g) {
+    float first = -FLT_MAX, second = -FLT_MAX;  // this lane's best two of the group
+#pragma unroll
+    for (int j = 0; j < kExpertsPerLane; ++j) {
+      const int e = lane + 32 * j;
+      if (e >= num_experts || e / per_group != g) continue;
+      if (choice[j] > first) second = first, first = choice[j];
+      else if (choice[j] > second) second = choice[j];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {  // merge the lanes' pairs
+      const float f = __shfl_xor_sync(0xffffffffu, first, o), s2 = __shfl_xor_sync(0xffffffffu, second, o);
+      second = fmaxf(fminf(first, f), fmaxf(second, s2));
+      first = fmaxf(first, f);
+    }
+    if (lane == g % 32) group_score[g / 32] = first + second;
+  }
+  unsigned long long allowed = 0;  // bit g: group g is among the best
+  for (int k = 0; k < rule.topk_group; ++k) {
+    float best_v = -FLT_MAX;
+    int best_g = 0x7fffffff;
+#pragma unroll
+    for (int i = 0; i < kMaxExpertGroups / 32; ++i) {
+      const int g = lane + 32 * i;
+      if (g < rule.n_group && !(allowed >> g & 1) && better(group_score[i], g, best_v, best_g))
+        best_v = group_score[i], best_g = g;
+    }
+    warp_best(best_v, best_g);
+    allowed |= 1ull << best_g;
+  }
+#pragma unroll
+  for (int j = 0; j < kExpertsPerLane; ++j) {
+    const int e = lane + 32 * j;
+    if (e < num_experts && !(allowed >> (e / per_group) & 1)) choice[j] = -INFINITY;
+  }
+}
+
 __global__ void __launch_bounds__(kRouteThreads)
-    route_kernel(const float* logits, int rows, int num_experts, int top_k, bool norm_topk, Routing r) {
+    route_kernel(const float* logits, int rows, int num_experts, int top_k, RouterRule rule, Routing r) {
   __shared__ int count[kMaxRoutedExperts], begin[kMaxRoutedExperts], cursor[kMaxRoutedExperts];
   wait_for_previous_kernel();
   for (int e = threadIdx.x; e < num_experts; e += blockDim.x) count[e] = 0, cursor[e] = 0;
@@ -47,46 +102,60 @@ __global__ void __launch_bounds__(kRouteThreads)
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int row = threadIdx.x / 32; row < rows; row += warps) {
     const float* x = logits + static_cast<size_t>(row) * num_experts;
-    float v[kExpertsPerLane];
+    // choice: what the top-k ranks; weight (sigmoid routing): what a pick is worth before
+    // normalisation. Softmax routing computes a pick's probability when it is picked.
+    float choice[kExpertsPerLane], weight[kExpertsPerLane] = {};
     float mx = -FLT_MAX;
 #pragma unroll
     for (int j = 0; j < kExpertsPerLane; ++j) {
       const int e = lane + 32 * j;
-      v[j] = e < num_experts ? x[e] : -FLT_MAX;
-      mx = fmaxf(mx, v[j]);
+      choice[j] = e < num_experts ? x[e] : -FLT_MAX;
+      mx = fmaxf(mx, choice[j]);
     }
-    mx = warp_max(mx);
-    float sum = 0;
+    float sum = 0;  // of the softmax
+    if (rule.sigmoid_grouped) {
 #pragma unroll
-    for (int j = 0; j < kExpertsPerLane; ++j)
-      if (lane + 32 * j < num_experts) sum += __expf(v[j] - mx);
-    sum = warp_sum(sum);
+      for (int j = 0; j < kExpertsPerLane; ++j) {
+        const int e = lane + 32 * j;
+        weight[j] = 1.0f / (1.0f + __expf(-choice[j]));
+        choice[j] = e < num_experts ? weight[j] + rule.bias[e] : -FLT_MAX;
+      }
+      if (rule.n_group > 1) limit_to_best_groups(choice, num_experts, rule, lane);
+    } else {
+      mx = warp_max(mx);
+#pragma unroll
+      for (int j = 0; j < kExpertsPerLane; ++j)
+        if (lane + 32 * j < num_experts) sum += __expf(choice[j] - mx);
+      sum = warp_sum(sum);
+    }
     float my_p = 0, picked_sum = 0;
     int my_e = 0;
     for (int k = 0; k < top_k; ++k) {
-      float best_v = -FLT_MAX;
+      float best_v = -FLT_MAX, best_w = 0;
       int best_e = 0x7fffffff;
 #pragma unroll
       for (int j = 0; j < kExpertsPerLane; ++j)
-        if (lane + 32 * j < num_experts && better(v[j], lane + 32 * j, best_v, best_e)) best_v = v[j], best_e = lane + 32 * j;
+        if (lane + 32 * j < num_experts && better(choice[j], lane + 32 * j, best_v, best_e))
+          best_v = choice[j], best_e = lane + 32 * j, best_w = weight[j];
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
+        const float ov = __shfl_xor_sync(0xffffffffu, best_v, o), ow = __shfl_xor_sync(0xffffffffu, best_w, o);
         const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-        if (better(ov, oe, best_v, best_e)) best_v = ov, best_e = oe;
+        if (better(ov, oe, best_v, best_e)) best_v = ov, best_e = oe, best_w = ow;
       }
-      const float p = __expf(best_v - mx) / sum;
-      picked_sum += p;
-      if (lane == k) my_p = p, my_e = best_e;
+      if (!rule.sigmoid_grouped) best_w = __expf(best_v - mx) / sum;
+      picked_sum += best_w;
+      if (lane == k) my_p = best_w, my_e = best_e;
       if (lane == best_e % 32)  // its owner takes it out of the running
 #pragma unroll
         for (int j = 0; j < kExpertsPerLane; ++j)
-          if (j == best_e / 32) v[j] = -INFINITY;
+          if (j == best_e / 32) choice[j] = -INFINITY;
     }
     if (lane < top_k) {
       const int pair = row * top_k + lane;
+      const float norm = !rule.norm_topk ? 1.0f : rule.sigmoid_grouped ? 1.0f / (picked_sum + 1e-20f) : 1.0f / picked_sum;
       r.expert_of_pair[pair] = my_e;
-      r.weight_of_pair[pair] = norm_topk ? my_p / picked_sum : my_p;
+      r.weight_of_pair[pair] = my_p * norm * rule.scaling;
       atomicAdd(&count[my_e], 1);
     }
   }
@@ -321,11 +390,14 @@ void check_shape(const ExpertWeights& w) {
 
 }  // namespace
 
-void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, bool norm_topk, Routing r,
+void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, const RouterRule& rule, Routing r,
                   cudaStream_t s) {
   if (top_k > 32 || top_k > num_experts) throw GpuError("route_tokens: top_k above 32 or above the expert count");
   if (num_experts > kMaxRoutedExperts) throw GpuError("route_tokens: more than " + std::to_string(kMaxRoutedExperts) + " experts");
-  launch(route_kernel, 1, kRouteThreads, 0, s, router_logits, rows, num_experts, top_k, norm_topk, r);
+  if (rule.sigmoid_grouped && (!rule.bias || rule.n_group < 1 || rule.n_group > kMaxExpertGroups ||
+                               num_experts % rule.n_group || rule.topk_group < 1 || rule.topk_group > rule.n_group))
+    throw GpuError("route_tokens: sigmoid routing needs a bias and 1..64 groups dividing the experts");
+  launch(route_kernel, 1, kRouteThreads, 0, s, router_logits, rows, num_experts, top_k, rule, r);
 }
 
 void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, bf16* act,

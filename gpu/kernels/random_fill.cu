@@ -20,9 +20,9 @@ __global__ void uniform_bf16_kernel(bf16* out, size_t count, float scale, uint64
   }
 }
 
-__global__ void random_bytes_kernel(uint8_t* out, size_t count, uint64_t seed) {
+__global__ void random_bytes_kernel(uint8_t* out, size_t count, uint64_t seed, uint8_t mask) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count; i += size_t(gridDim.x) * blockDim.x)
-    out[i] = static_cast<uint8_t>(mix(seed * 0x9e3779b97f4a7c15ull + i) >> 56);
+    out[i] = static_cast<uint8_t>(mix(seed * 0x9e3779b97f4a7c15ull + i) >> 56) & mask;
 }
 
 constexpr int kBlocks = 4096, kThreads = 256;
@@ -34,8 +34,8 @@ void fill_uniform_bf16(bf16* out, size_t count, float scale, uint64_t seed, cuda
   ULTRASERVE_CUDA_CHECK(cudaGetLastError());
 }
 
-void fill_random_bytes(uint8_t* out, size_t count, uint64_t seed, cudaStream_t s) {
-  random_bytes_kernel<<<kBlocks, kThreads, 0, s>>>(out, count, seed);
+void fill_random_bytes(uint8_t* out, size_t count, uint64_t seed, cudaStream_t s, uint8_t mask) {
+  random_bytes_kernel<<<kBlocks, kThreads, 0, s>>>(out, count, seed, mask);
   ULTRASERVE_CUDA_CHECK(cudaGetLastError());
 }
 

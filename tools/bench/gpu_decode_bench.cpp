@@ -8,7 +8,11 @@
 //     read (weights of the active experts, attention, LM head, the KV of the context) / bandwidth;
 //   - decode throughput at each --batches size;
 //   - one multi-token pass over each --pass-tokens count (the price of verifying a speculative
-//     block: with 128 experts a 16-token pass reads many more experts than one token does).
+//     block: with 128 experts a 16-token pass reads many more experts than one token does);
+//   - for a hybrid model (MiMo-V2), the KV bytes a token of context costs, against the same
+//     model with full attention on every layer.
+// --layers cuts the shape to its first N layers (a model too large for one GPU: per-layer costs
+// are what scale).
 // Each timing is host wall-clock over --steps calls of GpuModel::run (graph replay, D2H of the
 // sampled ids, synchronisation): what a serving step costs. Output: a table, and JSON.
 
@@ -22,6 +26,7 @@
 #include "gpu/device_info.h"
 #include "gpu/gpu_model.h"
 #include "model/kv_block_pool.h"
+#include "model/kv_cache.h"
 
 namespace ultraserve {
 namespace {
@@ -29,12 +34,13 @@ namespace {
 struct BenchOptions : CommandOptions {
   std::string config = "config/models/qwen3-30b-a3b.json", experts = "mxfp4", json;
   std::vector<int64_t> contexts{128, 4096}, batches{8, 32, 128}, pass_tokens{1, 2, 4, 8, 16};
-  int64_t steps = 50, batch_context = 512, seed = 1, gemv_rows = gpu::GpuModelOptions{}.gemv_max_rows;
+  int64_t steps = 50, batch_context = 512, seed = 1, gemv_rows = gpu::GpuModelOptions{}.gemv_max_rows, layers = 0;
   BenchOptions()
       : CommandOptions("gpu_decode_bench [--config FILE] [--experts mxfp4|bf16] [--contexts '[128,4096]'] "
                        "[--batches '[8,32,128]'] [--pass-tokens '[1,2,4,8,16]'] [--steps N] [--json FILE]") {
     options()
         .add(config, "config", "config.json of the model shape")
+        .add(layers, "layers", "run only the first N layers of the shape (0: all)")
         .add(experts, "experts", "expert weight format: mxfp4 or bf16")
         .add(contexts, "contexts", "batch-1 decode context lengths")
         .add(batches, "batches", "decode batch sizes")
@@ -51,7 +57,8 @@ using Clock = std::chrono::steady_clock;
 
 class Bench {
  public:
-  Bench(gpu::GpuModel& model, int steps) : model_(model), steps_(steps), pool_(model.info().kv_blocks, model.info().kv_block_size) {}
+  Bench(gpu::GpuModel& model, int steps)
+      : model_(model), steps_(steps), pool_(model.info().kv_blocks, model.info().kv_block_size, model.info().kv_rings) {}
 
   // Seconds per call of `rows_per_sequence` new rows for each of `batch` sequences that already
   // hold `context` positions. Every row is an output (decode, or a verify pass), so passes
@@ -67,6 +74,7 @@ class Bench {
       gpu::PassRequest pass;
       for (int s = 0; s < batch; ++s) {
         pass.tables.emplace_back(kv[s].blocks);
+        pass.rings.push_back(kv[s].ring);
         for (int i = 0; i < rows_per_sequence; ++i) {
           pass.tokens.push_back(next[s * rows_per_sequence + i]);
           pass.positions.push_back(context + i + (rows_per_sequence == 1 ? step + 3 : 0));
@@ -101,7 +109,11 @@ int main(int argc, char** argv) {
   using namespace ultraserve;
   BenchOptions o;
   return run_command(o, std::vector<std::string>(argv + 1, argv + argc), [&] {
-    const ModelConfig config = ModelConfig::load(o.config);
+    ModelConfig config = ModelConfig::load(o.config);
+    if (o.layers > 0 && o.layers < config.num_hidden_layers) {
+      config.num_hidden_layers = static_cast<int>(o.layers);
+      if (config.sliding && !config.sliding->layers.empty()) config.sliding->layers.resize(size_t(o.layers));
+    }
     const auto probe = gpu::probe_devices();
     if (probe.devices.empty()) throw std::runtime_error("no GPU: " + probe.error);
     const double read_bw = gpu::measure_read_bandwidth(0, size_t{2} << 30);
@@ -113,7 +125,7 @@ int main(int argc, char** argv) {
     gpu::GpuModelOptions mo;
     mo.experts = o.experts == "bf16" ? gpu::ExpertFormat::bf16 : gpu::ExpertFormat::mxfp4;
     mo.max_rows = std::max(max_batch, max_pass);
-    mo.max_sequences = max_batch;
+    mo.max_sequences = std::max(max_batch, 2);  // and the stage timing's sequence
     mo.max_context = std::max<int>(max_context, o.batch_context) + (o.steps + 8) * max_pass;
     mo.graph_batch_sizes = {1, 2, 4, 8, 16, 32, 64, 128};
     mo.gemv_max_rows = static_cast<int>(o.gemv_rows);
@@ -149,11 +161,12 @@ int main(int argc, char** argv) {
     // Where a batch-1 decode step at the first context goes, stage by stage.
     std::vector<std::string> stages;
     {
-      KvBlockPool pool(info.kv_blocks, info.kv_block_size);
+      KvBlockPool pool(info.kv_blocks, info.kv_block_size, info.kv_rings);
       KvSequence seq;
       pool.reserve(seq, static_cast<int>(o.contexts.front()) + 1);
       gpu::PassRequest pass;
       pass.tables.emplace_back(seq.blocks);
+      pass.rings.push_back(seq.ring);
       pass.tokens = {1};
       pass.positions = {static_cast<int32_t>(o.contexts.front())};
       pass.table_of = {0};
@@ -187,12 +200,36 @@ int main(int argc, char** argv) {
       j << "{\"kind\": \"pass\", \"tokens\": " << tokens << ", \"context\": 128, \"ms_per_pass\": " << s * 1e3 << "}";
       rows.push_back(j.str());
     }
+    std::string kv_json = "null";
+    if (config.sliding) {  // bf16 keys and values per position of context, and per live sequence
+      ModelConfig everywhere_full = config;
+      everywhere_full.sliding.reset();
+      const double hybrid = 2.0 * config.paged_kv_values_per_position(), full = 2.0 * everywhere_full.paged_kv_values_per_position();
+      double ring = 0;
+      int sliding_layers = 0;
+      for (int l = 0; l < config.num_hidden_layers; ++l)
+        if (config.is_sliding_layer(l)) {
+          ++sliding_layers;
+          ring += 2.0 * (config.k_dim(l) + config.v_dim(l)) * (config.sliding->window + PagedKvCache::kMaxRollback);
+        }
+      std::printf("\n| KV cache (bf16) | per token of context | per sequence (rings: window + 64) | at 4,096 tokens | at 32,768 tokens |\n|---|---|---|---|---|\n");
+      std::printf("| hybrid (%d of %d layers sliding, window %d) | %.1f KB | %.1f MB | %.1f MB | %.1f MB |\n",
+                  sliding_layers, config.num_hidden_layers, config.sliding->window, hybrid / 1e3, ring / 1e6,
+                  (hybrid * 4096 + ring) / 1e6, (hybrid * 32768 + ring) / 1e6);
+      std::printf("| full attention on every layer | %.1f KB | 0 | %.1f MB | %.1f MB |\n", full / 1e3, full * 4096 / 1e6,
+                  full * 32768 / 1e6);
+      std::ostringstream j;
+      j << "{\"hybrid_bytes_per_position\": " << hybrid << ", \"hybrid_ring_bytes_per_sequence\": " << ring
+        << ", \"full_attention_bytes_per_position\": " << full << "}";
+      kv_json = j.str();
+    }
     if (!o.json.empty()) {
       std::ofstream out(o.json);
       out << "{\"benchmark\": \"gpu_decode\", \"device\": \"" << info.device_name << "\", \"config\": \"" << o.config
           << "\", \"experts\": \"" << gpu::to_string(info.experts) << "\", \"weight_bytes\": " << info.weight_bytes
           << ", \"read_bandwidth_bytes_per_s\": " << read_bw << ", \"copy_bandwidth_bytes_per_s\": " << copy_bw
-          << ", \"runs\": " << list(rows) << ", \"decode_stages\": " << list(stages) << "}\n";
+          << ", \"layers\": " << config.num_hidden_layers << ", \"runs\": " << list(rows)
+          << ", \"decode_stages\": " << list(stages) << ", \"kv_cache\": " << kv_json << "}\n";
     }
   });
 }
