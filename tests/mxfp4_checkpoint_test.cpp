@@ -170,6 +170,34 @@ TEST(Mxfp4Checkpoint, QuantizedModelStaysCloseToTheFloatModel) {
   EXPECT_LT(logit_error.relative_rms(), 0.3);
 }
 
+// MiMo-V2 checkpoints quantize the same way: the routed experts become MXFP4 (exactly the values
+// the loader then dequantizes), and everything else (the dense first layer, attention and its
+// sinks, the router and its score-correction bias) stays as it was.
+TEST(Mxfp4Checkpoint, QuantizeTakesMimoV2Checkpoints) {
+  ScratchDir dir;
+  const fs::path from = testing::make_checkpoint(dir, "mimo_window4_groups.json", 5);
+  quantize(from, dir / "q");
+  const LoadedModel a = load_model(from), b = load_model(dir / "q");
+  EXPECT_EQ(b.config.model_type, "mimo_v2_flash");
+  EXPECT_EQ(b.weights.expert_storage, ExpertStorage::mxfp4);
+  ASSERT_EQ(a.weights.layers.size(), b.weights.layers.size());
+  int quantized = 0;
+  for (size_t l = 0; l < a.weights.layers.size(); ++l) {
+    const LayerWeights &x = a.weights.layers[l], &y = b.weights.layers[l];
+    EXPECT_EQ(x.sinks, y.sinks) << "layer " << l;
+    EXPECT_EQ(x.router_bias, y.router_bias) << "layer " << l;
+    EXPECT_EQ(x.q_proj.data, y.q_proj.data) << "layer " << l;
+    EXPECT_EQ(x.dense.down.data, y.dense.down.data) << "layer " << l;
+    ASSERT_EQ(x.experts.size(), y.experts.size());
+    for (size_t e = 0; e < x.experts.size(); ++e, ++quantized) {
+      const Matrix& m = x.experts[e].down;
+      EXPECT_EQ(y.experts[e].down.data, dequantize_mxfp4(quantize_mxfp4(m.data, m.rows, m.cols)))
+          << "layer " << l << " expert " << e;
+    }
+  }
+  EXPECT_EQ(quantized, 5 * 8);  // layers 1-5 are MoE, 8 experts each
+}
+
 TEST(Mxfp4Checkpoint, RefusesBrokenMxfp4Tensors) {
   ScratchDir dir;
   const std::string blocks = kGate0 + ".blocks", scales = kGate0 + ".scales";

@@ -51,17 +51,17 @@ __device__ __forceinline__ int context_begin(const KvLayout& kv, int kv_end) {
 // ---- q/k norm, RoPE, cache store ----------------------------------------------------------------
 // One warp per head; lane l owns dims l + 32 j. When RoPE turns the whole head and D is a power of
 // two, the rotate-half partner of a dim (d +- D/2) is in the same lane, or for D <= 32 in lane
-// l ^ D/2; otherwise (partial RoPE, D = 24, 48, 192) it is read back from the warp's copy of the
-// head in shared memory. (The shared-memory path for every head cost the Qwen3-30B-A3B decode
-// step 2 us a layer on the H200.)
+// l ^ D/2; otherwise (Partial: partial RoPE, or D = 24, 48, 192) it is read back from the warp's
+// copy of the head in shared memory. A template argument, so that Qwen3's heads pay nothing for
+// MiMo-V2's (the run-time choice cost the 30B-A3B decode step 0.6 us a layer on the H200).
 constexpr int kHeadsPerBlock = 8;
 
-template <int D>
+template <int D, bool Partial>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     qk_norm_rope_store_kernel(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
                               float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out) {
   constexpr int P = (D + 31) / 32;
-  __shared__ float head_s[kHeadsPerBlock][D];
+  __shared__ float head_s[Partial ? kHeadsPerBlock : 1][Partial ? D : 1];
   wait_for_previous_kernel();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int head = blockIdx.y * kHeadsPerBlock + warp;
@@ -89,9 +89,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
 #pragma unroll
         for (int j = 0; j < P; ++j) v[j] = lane + 32 * j < D ? v[j] * scale * w[lane + 32 * j] : 0.0f;
       }
-      constexpr bool kPartnerInRegisters = (D & (D - 1)) == 0;
       float partner[P];
-      if (kPartnerInRegisters && rope.rotary_dim == D) {
+      if constexpr (!Partial) {
 #pragma unroll
         for (int j = 0; j < P; ++j) partner[j] = P >= 2 ? v[(j + P / 2) % P] : __shfl_xor_sync(0xffffffffu, v[j], D / 2);
       } else {
@@ -307,8 +306,13 @@ template <int D>
 void dispatch_qk(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
                  float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out, cudaStream_t s) {
   const dim3 grid(rows.rows, (h.q_heads + 2 * h.kv_heads + kHeadsPerBlock - 1) / kHeadsPerBlock);
-  launch(qk_norm_rope_store_kernel<D>, grid, kHeadsPerBlock * 32, 0, s, qkv, q_norm, k_norm, eps, rope, value_scale,
-         h, rows, kv, q_out);
+  if constexpr ((D & (D - 1)) == 0) {  // a power of two: the register path when RoPE turns the whole head
+    if (rope.rotary_dim == D)
+      return launch(qk_norm_rope_store_kernel<D, false>, grid, kHeadsPerBlock * 32, 0, s, qkv, q_norm, k_norm, eps,
+                    rope, value_scale, h, rows, kv, q_out);
+  }
+  launch(qk_norm_rope_store_kernel<D, true>, grid, kHeadsPerBlock * 32, 0, s, qkv, q_norm, k_norm, eps, rope,
+         value_scale, h, rows, kv, q_out);
 }
 
 template <int DK, int DV, int G>

@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 #include "gpu/cuda_util.cuh"
 #include "gpu/kernels/kernels.cuh"
 
@@ -14,6 +16,31 @@ namespace ultraserve::gpu {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
+
+// y[r, out] = the warp's sum of acc[r], for each row r (lane r writes it).
+template <int Rows>
+__device__ __forceinline__ void store_warp_sums(const float (&acc)[Rows], int lane, float* y, int n, int out) {
+#pragma unroll
+  for (int r = 0; r < Rows; ++r) {
+    const float v = warp_sum(acc[r]);
+    if (lane == r) y[static_cast<size_t>(r) * n + out] = v;
+  }
+}
+
+// Calls f(std::integral_constant<int, rows>{}) when 1 <= rows <= kMaxGemvRows (the GEMVs' row
+// counts are template arguments); false otherwise.
+template <int R = 1, typename F>
+bool with_gemv_rows(int rows, F&& f) {
+  if constexpr (R > kMaxGemvRows) {
+    return false;
+  } else {
+    if (rows == R) {
+      f(std::integral_constant<int, R>{});
+      return true;
+    }
+    return with_gemv_rows<R + 1>(rows, f);
+  }
+}
 
 template <int Rows>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const bf16* w, int n, int k, const bf16* x, float* y) {
@@ -36,11 +63,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const bf16* w
         for (int i = 0; i < 8; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < Rows; ++r) {
-      const float v = warp_sum(acc[r]);
-      if (lane == r) y[static_cast<size_t>(r) * n + out] = v;
-    }
+    store_warp_sums(acc, lane, y, n, out);
   }
   allow_next_kernel();
 }
@@ -87,11 +110,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         for (int i = 0; i < 16; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < Rows; ++r) {
-      const float v = warp_sum(acc[r]);
-      if (lane == r) y[static_cast<size_t>(r) * n + out] = v;
-    }
+    store_warp_sums(acc, lane, y, n, out);
   }
   allow_next_kernel();
 }
@@ -131,17 +150,9 @@ __global__ void dequantize_fp8_kernel(const uint8_t* codes, const float* scale_i
 
 void linear_fp8(const Matmul& m, const Fp8Weight& w, const bf16* x, int rows, float* y, bf16* scratch, cudaStream_t s) {
   if (w.k % 16 != 0) throw GpuError("linear_fp8: the inner dimension must be a multiple of 16");
-  switch (rows <= m.gemv_max_rows ? rows : 0) {
-    case 1: return launch_gemv_fp8<1>(w, x, y, s);
-    case 2: return launch_gemv_fp8<2>(w, x, y, s);
-    case 3: return launch_gemv_fp8<3>(w, x, y, s);
-    case 4: return launch_gemv_fp8<4>(w, x, y, s);
-    case 5: return launch_gemv_fp8<5>(w, x, y, s);
-    case 6: return launch_gemv_fp8<6>(w, x, y, s);
-    case 7: return launch_gemv_fp8<7>(w, x, y, s);
-    case 8: return launch_gemv_fp8<8>(w, x, y, s);
-    default: break;
-  }
+  if (rows <= m.gemv_max_rows &&
+      with_gemv_rows(rows, [&](auto r) { launch_gemv_fp8<decltype(r)::value>(w, x, y, s); }))
+    return;
   const size_t groups = static_cast<size_t>(w.n) * w.k / 8;
   launch(dequantize_fp8_kernel, static_cast<unsigned>((groups + 255) / 256), 256, 0, s, w.codes, w.scale_inv, w.n, w.k,
          scratch);
@@ -150,18 +161,9 @@ void linear_fp8(const Matmul& m, const Fp8Weight& w, const bf16* x, int rows, fl
 
 void linear(const Matmul& m, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s) {
   if (k % 8 != 0) throw GpuError("linear: the inner dimension must be a multiple of 8");
-  switch (rows <= m.gemv_max_rows ? rows : 0) {
-    case 1: return launch_gemv<1>(w, n, k, x, y, s);
-    case 2: return launch_gemv<2>(w, n, k, x, y, s);
-    case 3: return launch_gemv<3>(w, n, k, x, y, s);
-    case 4: return launch_gemv<4>(w, n, k, x, y, s);
-    case 5: return launch_gemv<5>(w, n, k, x, y, s);
-    case 6: return launch_gemv<6>(w, n, k, x, y, s);
-    case 7: return launch_gemv<7>(w, n, k, x, y, s);
-    case 8: return launch_gemv<8>(w, n, k, x, y, s);
-    default: break;
-  }
-  static_assert(kMaxGemvRows == 8);
+  if (rows <= m.gemv_max_rows &&
+      with_gemv_rows(rows, [&](auto r) { launch_gemv<decltype(r)::value>(w, n, k, x, y, s); }))
+    return;
   cublasHandle_t cublas = m.cublas;
   // Column-major view: y^T [n, rows] = w [k, n]^T * x^T [k, rows].
   const float one = 1.0f, zero = 0.0f;
