@@ -60,6 +60,7 @@ std::unique_ptr<ModelWorker> make_worker(const ServerSettings& s, LoadedModel& m
   gpu::GpuModelOptions o;
   o.device = device;
   o.experts = expert_format(s.devices.gpu_experts);
+  o.fp8_tensor_cores = s.devices.gpu_fp8_tensor_cores;
   o.kv_block_size = planner.kv_block_size;
   o.kv_blocks = planner.kv_blocks;
   o.memory_fraction = s.devices.gpu_memory_fraction;

@@ -13,6 +13,7 @@ namespace ultraserve {
 struct DeviceSettings {
   std::string device = "auto";       // "auto" (first GPU if any, else CPU), "cpu", "cuda" or "cuda:N"
   std::string gpu_experts = "mxfp4";  // routed experts on the GPU: "mxfp4" or "bf16"
+  bool gpu_fp8_tensor_cores = false;  // GpuModelOptions::fp8_tensor_cores
   double gpu_memory_fraction = 0.9;   // of the GPU memory left after weights, for the KV cache
 };
 

@@ -174,6 +174,7 @@ class CudaModel final : public GpuModel {
       attention_partial_, logits_;
   DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_, taps_;
   DeviceBuffer<uint16_t> fp8_dequantized_;  // an FP8 weight as bf16, for passes too large for the FP8 GEMV
+  std::unique_ptr<Fp8TensorCores> fp8_tensor_cores_;  // or those passes on FP8 tensor cores
   DeviceBuffer<int32_t> expert_of_pair_, pairs_by_expert_, active_experts_, expert_begin_, argmax_;
 
   std::map<std::pair<Pass, int>, cudaGraphExec_t> graphs_;
@@ -249,10 +250,21 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     }
   attention_partial_ = DeviceBuffer<float>(partial);
   size_t fp8_elements = 0;
+  int fp8_widest = 0;
   for (const DeviceLayerWeights& l : w_.layers)
     for (const DeviceLinear* m : {&l.qkv, &l.o, &l.dense_gate_up, &l.dense_down})
-      if (m->is_fp8()) fp8_elements = std::max(fp8_elements, size_t(m->rows) * m->cols);
-  if (max_rows_ > options.gemv_max_rows) fp8_dequantized_ = DeviceBuffer<uint16_t>(fp8_elements);
+      if (m->is_fp8()) {
+        fp8_elements = std::max(fp8_elements, size_t(m->rows) * m->cols);
+        fp8_widest = std::max(fp8_widest, m->cols);
+      }
+  if (max_rows_ > options.gemv_max_rows && fp8_elements) {
+    fp8_dequantized_ = DeviceBuffer<uint16_t>(fp8_elements);  // for the shapes tensor cores cannot take
+    if (options.fp8_tensor_cores) {
+      fp8_tensor_cores_ = std::make_unique<Fp8TensorCores>(max_rows_, fp8_widest, cublas_workspace_.get(),
+                                                           cublas_workspace_.bytes());
+      matmul_.fp8_tensor_cores = fp8_tensor_cores_.get();
+    }
+  }
   logits_ = DeviceBuffer<float>(T * c_.vocab_size);
   argmax_ = DeviceBuffer<int32_t>(T);
 

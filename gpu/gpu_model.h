@@ -43,6 +43,11 @@ struct GpuModelOptions {
   // Passes of up to this many rows multiply by our GEMV, larger ones by cuBLAS (0..8). Measured on the
   // H200 (scripts/gpu.sh run gemv-sweep, docs/perf.md): cuBLAS wins from 3-4 rows on.
   int gemv_max_rows = 2;
+  // FP8 projections (a checkpoint with an FP8 quantization_config) of passes beyond gemv_max_rows
+  // rows: on FP8 tensor cores, the activations quantized to FP8 in blocks of 128 (faster, but such
+  // a pass then computes with other roundings than a decode step: docs/gpu.md); else the weights
+  // dequantized to bf16 for cuBLAS.
+  bool fp8_tensor_cores = false;
 };
 
 struct PassRequest {

@@ -11,7 +11,8 @@
 #                                transformers on the GPU), spec-bench (DFlash rounds on the GPU: the
 #                                30B-A3B shape with its draft's shape, then the shipped pair on the GPU
 #                                and on the CPU), mimo-bench (the MiMo-V2-Flash shape cut to 24 and 6
-#                                layers, next to HF transformers at 6), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), cpu-bench
+#                                layers, next to HF transformers at 6), fp8-probe (the scale layouts of
+#                                cuBLASLt's block-scaled FP8), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), cpu-bench
 #                                (ours, then HF on the CPU),
 #                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
 #                                train (tools/train/train.sh: trains the shipped default from the corpus that
@@ -28,7 +29,8 @@ pack() {
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DULTRASERVE_CUDA=ON >/dev/null  # the usual build folder
   cmake --build build -j"$(nproc)"
   rm -rf "$bundle" && mkdir -p "$bundle"/build/tools "$bundle"/build/tests "$bundle"/lib
-  cp build/tools/ultraserve build/tools/bench/{cpu_generate,gpu_decode,serving,speculative}_bench "$bundle"/build/tools/
+  cp build/tools/ultraserve build/tools/bench/{cpu_generate,gpu_decode,serving,speculative}_bench \
+    build/tools/fp8_scale_layout_probe "$bundle"/build/tools/
   find build/tests -maxdepth 1 -type f -name '*_test' -exec cp {} "$bundle"/build/tests/ \;
   strip "$bundle"/build/tools/* "$bundle"/build/tests/*  # the device call carries at most 64 MiB
   # Libraries from Debian packages that the Ubuntu GPU image does not have.
@@ -135,6 +137,8 @@ for r in data:
     print("| " + v[0].split("(")[0][-40:] + " | " + " | ".join(f"{x} {units[i]}".strip() for x, i in zip(v[1:], idx[1:])) + " |")
 PY
         ;;
+      fp8-probe)  # the scale layouts cuBLASLt's block-scaled FP8 matmul reads, against an fp64 reference
+        "$bundle"/build/tools/fp8_scale_layout_probe || failed=1 ;;
       hf-gpu-bench)
         python3 tools/reference/hf_gpu_decode_bench.py --config config/models/qwen3-30b-a3b.json \
           --json "$out"/hf_gpu_decode.json || failed=1 ;;
@@ -146,6 +150,10 @@ PY
         echo "-- 6 layers, FP8 (and bf16) GEMV up to 8 rows instead of 2"
         "$bundle"/build/tools/gpu_decode_bench --config config/models/mimo-v2-flash.json --layers 6 --gemv-rows 8 \
           --contexts '[128]' --batches '[4,8]' --steps 30 --json "$out/gpu_decode_mimo_6l_gemv8.json" |
+          grep -E '^\| \| [0-9]' || failed=1
+        echo "-- 24 layers, FP8 projections of passes beyond 2 rows on FP8 tensor cores"
+        "$bundle"/build/tools/gpu_decode_bench --config config/models/mimo-v2-flash.json --layers 24 --fp8-tensor-cores \
+          --contexts '[128]' --batches '[8,32,64]' --steps 30 --json "$out/gpu_decode_mimo_24l_fp8_tc.json" |
           grep -E '^\| \| [0-9]' || failed=1
         python3 tools/reference/hf_gpu_decode_bench.py --config config/models/mimo-v2-flash.json --layers 6 \
           --json "$out"/hf_gpu_decode_mimo_6l.json || failed=1 ;;

@@ -12,7 +12,7 @@
 // router choice, and that token then takes another expert (measured worst: 5.8e-2; see
 // docs/perf.md). Batching must not change results beyond accumulation order: <= 1e-3 (1e-2 for
 // the 12-layer MiMo-V2 config, whose bf16 roundings differ between our GEMV and cuBLAS in every
-// layer: measured up to 7.6e-3).
+// layer: measured 5.6e-3).
 //
 // MiMo-V2's sigmoid group-limited routing is compared where its choices are not at near-ties
 // (without_near_ties): on these tiny random models the plain configs flip a choice in a few rows
@@ -287,6 +287,38 @@ TEST(GpuModelFp8, ComputesWithTheBlockScaledWeights) {
   }
   CpuReference ref(std::move(model));
   compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, "mimo_window4_groups fp8");
+}
+
+// FP8 tensor cores (GpuModelOptions::fp8_tensor_cores) for passes beyond the GEMV: the same
+// model as the dequantizing path up to the FP8 rounding of the activations (1 part in 16 per
+// value, in blocks of 128 with their own scale), and decode steps (the GEMV) unchanged.
+TEST(GpuModelFp8, TensorCoresComputeTheSameModel) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  testing::ScratchDir dir;
+  const LoadedModel model =
+      load_model(testing::make_checkpoint(dir, "moe_fp8_tensor_cores.json", 14, DType::F8_E4M3));
+  ASSERT_TRUE(model.config.fp8);
+  gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
+  auto dequantizing = gpu::GpuModel::load(model.config, model.weights, o);
+  o.fp8_tensor_cores = true;
+  auto tensor_cores = gpu::GpuModel::load(model.config, model.weights, o);
+  const int vocab = model.config.vocab_size;
+  const auto ids = prompt_ids(kPromptLength, vocab);
+  KvBlockPool pool_a = pool_for(*dequantizing), pool_b = pool_for(*tensor_cores);
+  GpuSequence a(*dequantizing, pool_a, 64), b(*tensor_cores, pool_b, 64);
+  const std::vector<float> la = a.append(ids), lb = b.append(ids);  // 40 rows: cuBLAS / tensor cores
+  std::vector<double> errors;
+  for (int r = 0; r < kPromptLength; ++r)
+    errors.push_back(testing::row_relative_error(std::span(lb).subspan(size_t(r) * vocab, vocab),
+                                                 std::span(la).subspan(size_t(r) * vocab, vocab)));
+  std::sort(errors.begin(), errors.end());
+  std::cout << "[ gpu ] FP8 tensor cores against dequantized FP8 weights (40-row pass): relative error p95 "
+            << errors[errors.size() * 95 / 100] << ", max " << errors.back() << "\n";
+  EXPECT_LE(errors[errors.size() * 95 / 100], 5e-2);
+  EXPECT_GT(errors.back(), 0.0) << "identical logits: the tensor cores did not take the pass";
+  const int32_t next = argmax(std::span(la).subspan(la.size() - vocab, vocab));
+  EXPECT_LE(testing::row_relative_error(b.append({&next, 1}), a.append({&next, 1})), 5e-2)
+      << "a decode step after the pass";
 }
 
 // Five sequences in one mixed pass (prefill chunks of different lengths), then decode steps of

@@ -4,12 +4,17 @@
 // residual stream, matrix outputs, attention scores and norms are fp32. Every launcher takes the
 // row count it is to process; a pass replayed from a CUDA graph passes its padded bucket size.
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
 
+#include "gpu/device_buffer.h"
 #include "gpu/expert_format.h"
 
 namespace ultraserve::gpu {
@@ -46,9 +51,11 @@ void silu_mul(const float* gate_up, int rows, int width, bf16* out, cudaStream_t
 // How a pass multiplies: our GEMV for up to gemv_max_rows rows (it reads the weights once, at
 // full bandwidth, but re-reads the rows of x per weight chunk), cuBLAS's tensor cores beyond.
 constexpr int kMaxGemvRows = 8;
+class Fp8TensorCores;
 struct Matmul {
   cublasHandle_t cublas;
   int gemv_max_rows = 2;  // 0..kMaxGemvRows (GpuModelOptions::gemv_max_rows)
+  Fp8TensorCores* fp8_tensor_cores = nullptr;  // FP8 passes beyond the GEMV on FP8 tensor cores, when set
 };
 // y[rows, n] = x[rows, k] * w[n, k]^T with fp32 accumulation.
 void linear(const Matmul& m, const bf16* w, int n, int k, const bf16* x, int rows, float* y, cudaStream_t s);
@@ -61,9 +68,36 @@ struct Fp8Weight {
   int n, k;
 };
 // y = x * dequantize(w)^T. Up to m.gemv_max_rows rows: a GEMV that decodes the codes in registers
-// (it reads 1 byte a weight); beyond, the weight is dequantized to bf16 into `scratch` (n * k
-// elements) and cuBLAS multiplies (a pass of many rows is bound by compute, not by the weights).
+// (it reads 1 byte a weight, the activations stay bf16). Beyond: on FP8 tensor cores when
+// m.fp8_tensor_cores is set and takes the shape (the activations quantized to FP8 too), else the
+// weight dequantized to bf16 into `scratch` (n * k elements) for cuBLAS.
 void linear_fp8(const Matmul& m, const Fp8Weight& w, const bf16* x, int rows, float* y, bf16* scratch, cudaStream_t s);
+
+// ---- fp8_gemm.cu -----------------------------------------------------------------------------
+// Block-scaled FP8 products through cuBLASLt: the activations quantized per row in blocks of 128
+// columns (scale amax / 448), against the weights' 128 x 128 blocks. Scratch for max_rows rows of
+// up to max_k columns; descriptors and algorithms made once per product shape.
+class Fp8TensorCores {
+ public:
+  Fp8TensorCores(int max_rows, int max_k, void* workspace, size_t workspace_bytes);
+  ~Fp8TensorCores();
+  Fp8TensorCores(const Fp8TensorCores&) = delete;
+  Fp8TensorCores& operator=(const Fp8TensorCores&) = delete;
+  // False (nothing done) for a shape it cannot take: k not a multiple of 512, n not of 16, more
+  // rows than its scratch, or no cuBLASLt algorithm (there is none for 1 row).
+  bool multiply(const Fp8Weight& w, const bf16* x, int rows, float* y, cudaStream_t s);
+
+ private:
+  struct Plan;
+  Plan& plan(int n, int k, int rows, const float* weight_scales);
+  void bind_scales(Plan& p, const float* weight_scales);
+  cublasLtHandle_t lt_ = nullptr;
+  DeviceBuffer<uint8_t> codes_;
+  DeviceBuffer<float> scales_;
+  void* workspace_;
+  size_t workspace_bytes_;
+  std::map<std::array<int, 3>, std::unique_ptr<Plan>> plans_;
+};
 
 // ---- attention.cu ----------------------------------------------------------------------------
 // One layer's keys and values. Full-attention layers keep every position in paged blocks named by

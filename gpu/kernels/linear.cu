@@ -153,6 +153,7 @@ void linear_fp8(const Matmul& m, const Fp8Weight& w, const bf16* x, int rows, fl
   if (rows <= m.gemv_max_rows &&
       with_gemv_rows(rows, [&](auto r) { launch_gemv_fp8<decltype(r)::value>(w, x, y, s); }))
     return;
+  if (m.fp8_tensor_cores && m.fp8_tensor_cores->multiply(w, x, rows, y, s)) return;
   const size_t groups = static_cast<size_t>(w.n) * w.k / 8;
   launch(dequantize_fp8_kernel, static_cast<unsigned>((groups + 255) / 256), 256, 0, s, w.codes, w.scale_inv, w.n, w.k,
          scratch);

@@ -35,6 +35,7 @@ struct BenchOptions : CommandOptions {
   std::string config = "config/models/qwen3-30b-a3b.json", experts = "mxfp4", json;
   std::vector<int64_t> contexts{128, 4096}, batches{8, 32, 128}, pass_tokens{1, 2, 4, 8, 16};
   int64_t steps = 50, batch_context = 512, seed = 1, gemv_rows = gpu::GpuModelOptions{}.gemv_max_rows, layers = 0;
+  bool fp8_tensor_cores = false;
   BenchOptions()
       : CommandOptions("gpu_decode_bench [--config FILE] [--experts mxfp4|bf16] [--contexts '[128,4096]'] "
                        "[--batches '[8,32,128]'] [--pass-tokens '[1,2,4,8,16]'] [--steps N] [--json FILE]") {
@@ -49,6 +50,7 @@ struct BenchOptions : CommandOptions {
         .add(steps, "steps", "timed calls per measurement")
         .add(seed, "seed", "weights seed")
         .add(gemv_rows, "gemv-rows", "passes of up to this many rows use our GEMV, larger ones cuBLAS (0..8)")
+        .add(fp8_tensor_cores, "fp8-tensor-cores", "FP8 projections of larger passes on FP8 tensor cores")
         .add(json, "json", "write the results as JSON here");
   }
 };
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
     mo.max_context = std::max<int>(max_context, o.batch_context) + (o.steps + 8) * max_pass;
     mo.graph_batch_sizes = {1, 2, 4, 8, 16, 32, 64, 128};
     mo.gemv_max_rows = static_cast<int>(o.gemv_rows);
+    mo.fp8_tensor_cores = o.fp8_tensor_cores;
     const size_t blocks_needed =
         size_t(max_batch) * ((o.batch_context + o.steps + 8) / mo.kv_block_size + 2) + mo.max_context / mo.kv_block_size + 2;
     mo.kv_blocks = static_cast<int>(blocks_needed);

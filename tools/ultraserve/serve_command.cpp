@@ -38,6 +38,8 @@ struct ServeOptions : CommandOptions {
         .add(s.devices.device, "device", "auto (a GPU if there is one), cpu, cuda or cuda:N")
         .add(s.devices.gpu_experts, "gpu-experts", "routed experts on the GPU: mxfp4 or bf16")
         .add(s.devices.gpu_memory_fraction, "gpu-memory-fraction", "of the GPU memory the weights leave, for KV")
+        .add(s.devices.gpu_fp8_tensor_cores, "gpu-fp8-tensor-cores",
+             "FP8 checkpoints: passes of several rows on FP8 tensor cores (activations in FP8 too)")
         .add(s.threads, "threads", "CPU worker threads (0: one per core)")
         .add(s.net.io_threads, "io-threads", "network threads")
         .add(s.kv_memory_mb, "kv-memory-mb", "CPU KV cache size in MiB (when --kv-blocks is 0)")
