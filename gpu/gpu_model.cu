@@ -126,7 +126,9 @@ class CudaModel final : public GpuModel {
   int32_t* kv_end() const { return meta_.get() + 4 * max_rows_; }
   int32_t* rings() const { return meta_.get() + 5 * max_rows_; }  // max_sequences + 1 of them
   int32_t* tables() const { return rings() + options_.max_sequences + 1; }
-  size_t meta_ints() const { return 5 * size_t(max_rows_) + (options_.max_sequences + 1) * (1 + size_t(max_blocks_per_table_)); }
+  size_t meta_ints() const {
+    return 5 * size_t(max_rows_) + (options_.max_sequences + 1) * (1 + size_t(max_blocks_per_table_));
+  }
 
   void validate(const PassRequest& request) const;
   int graph_bucket(const PassRequest& request) const;
@@ -502,6 +504,7 @@ void CudaModel::validate(const PassRequest& r) const {
   }
   for (const auto& t : r.tables)
     if (t.size() > size_t(max_blocks_per_table_)) throw GpuError("pass: block table longer than max_context allows");
+  if (!r.rings.empty() && r.rings.size() != r.tables.size()) throw GpuError("pass: rings and block tables differ in count");
   if (info_.kv_rings) {  // a hybrid model: every sequence brings its ring, and few enough rows to fit it
     if (r.rings.size() != r.tables.size()) throw GpuError("pass: a hybrid model needs one ring per block table");
     for (int32_t ring : r.rings)
