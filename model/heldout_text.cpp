@@ -9,44 +9,39 @@
 
 namespace ultraserve {
 
-std::vector<std::string> read_documents(const std::string& file) {
+std::vector<HeldoutDocument> read_documents(const std::string& file) {
   std::istringstream lines(read_text_file(file));
   simdjson::dom::parser parser;
-  std::vector<std::string> documents;
+  std::vector<HeldoutDocument> documents;
   std::string line;
   for (int number = 1; std::getline(lines, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = file + ":" + std::to_string(number) + ": ";
     simdjson::dom::object document;
-    std::string_view text;
+    std::string_view text, source;
     if (auto err = parser.parse(line).get(document))
       throw std::runtime_error(where + "malformed JSON (" + simdjson::error_message(err) + ")");
     if (document["text"].get(text)) throw std::runtime_error(where + "no string field \"text\"");
-    documents.emplace_back(text);
+    if (document["source"].get(source)) source = {};
+    documents.push_back({std::string(source), std::string(text)});
   }
   if (documents.empty()) throw std::runtime_error(file + ": no documents");
   return documents;
 }
 
-std::vector<std::vector<int32_t>> document_start_prompts(const std::vector<std::string>& documents,
-                                                         const Tokenizer& tokenizer, size_t count, size_t length) {
-  std::vector<std::vector<int32_t>> prompts;
-  for (size_t i = 0; i < documents.size() && prompts.size() < count; ++i) {
-    std::vector<int32_t> ids = tokenizer.encode(documents[i]);
-    if (ids.size() >= length) prompts.emplace_back(ids.begin(), ids.begin() + length);
+std::vector<HeldoutPrompt> heldout_prompts(const std::vector<HeldoutDocument>& documents, const Tokenizer& tokenizer,
+                                           size_t count, size_t length, PromptPlace place) {
+  const size_t needed = place == PromptPlace::start ? length : 2 * length;
+  std::vector<HeldoutPrompt> candidates;
+  for (const HeldoutDocument& d : documents) {
+    const std::vector<int32_t> ids = tokenizer.encode(d.text);
+    if (ids.size() < needed) continue;
+    const size_t begin = place == PromptPlace::start ? 0 : ids.size() / 2 - length / 2;
+    candidates.push_back({d.source, {ids.begin() + begin, ids.begin() + begin + length}});
   }
-  return prompts;
-}
-
-std::vector<std::vector<int32_t>> document_middle_prompts(const std::vector<std::string>& documents,
-                                                          const Tokenizer& tokenizer, size_t count, size_t length) {
-  std::vector<std::vector<int32_t>> prompts;
-  for (size_t i = 0; i < documents.size() && prompts.size() < count; ++i) {
-    const std::vector<int32_t> ids = tokenizer.encode(documents[i]);
-    if (ids.size() < 2 * length) continue;
-    const size_t begin = ids.size() / 2 - length / 2;
-    prompts.emplace_back(ids.begin() + begin, ids.begin() + begin + length);
-  }
+  if (candidates.size() <= count) return candidates;
+  std::vector<HeldoutPrompt> prompts;
+  for (size_t k = 0; k < count; ++k) prompts.push_back(std::move(candidates[k * candidates.size() / count]));
   return prompts;
 }
 

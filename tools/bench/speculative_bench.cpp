@@ -10,6 +10,7 @@
 // gives tau. On the GPU, random weights are made on the device: the 30B-A3B shape and its
 // draft's need no checkpoint. Table + JSON.
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -67,6 +68,7 @@ struct Setup {
   ModelConfig config, draft_config;
   std::unique_ptr<ModelWorker> worker;
   std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::string> sources;  // of each prompt, with --text ("" otherwise)
   std::string described;
 };
 
@@ -112,11 +114,16 @@ Setup setup(const BenchOptions& o) {
   s.config = target.config;
   s.draft_config = draft.config;
   if (o.from != "starts" && o.from != "middles") throw UsageError("--from must be starts or middles");
-  if (o.text.empty())
+  if (o.text.empty()) {
     s.prompts = fixed_prompts(target.tokenizer, prompts);
-  else
-    s.prompts = (o.from == "starts" ? document_start_prompts : document_middle_prompts)(
-        read_documents(o.text), target.tokenizer, prompts, size_t(o.prompt_tokens));
+  } else {
+    for (HeldoutPrompt& p : heldout_prompts(read_documents(o.text), target.tokenizer, prompts, size_t(o.prompt_tokens),
+                                            o.from == "starts" ? PromptPlace::start : PromptPlace::middle)) {
+      s.prompts.push_back(std::move(p.ids));
+      s.sources.push_back(std::move(p.source));
+    }
+  }
+  s.sources.resize(s.prompts.size());
   if (s.prompts.empty()) throw std::runtime_error("no prompts: the --text documents are all too short for --prompt-tokens");
   const int vocab = sampleable_vocab(target.config, target.tokenizer);
   int longest = 0;
@@ -135,17 +142,26 @@ Setup setup(const BenchOptions& o) {
                                            size_t(o.threads), std::move(draft));
   }
   s.described = (o.model.empty() ? o.config : o.model) + " + " + (o.draft.empty() ? o.draft_config : o.draft) +
-                (o.text.empty() ? "" : ", prompts: the " + o.from + " of " + o.text + "'s documents");
+                (o.text.empty() ? "" : ", prompts: the " + o.from + " of documents spread over " + o.text);
   return s;
 }
 
-// Batch 1: each prompt on its own, the figures summed.
-WorkerGeneration run_one_by_one(ModelWorker& worker, const std::vector<std::vector<int32_t>>& prompts,
-                                const WorkerGenerationOptions& options) {
-  WorkerGeneration total;
+// Batch 1: each prompt on its own.
+std::vector<WorkerGeneration> run_each(ModelWorker& worker, const std::vector<std::vector<int32_t>>& prompts,
+                                       const WorkerGenerationOptions& options) {
+  std::vector<WorkerGeneration> each;
   RequestId id = 1;
-  for (const auto& p : prompts) {
-    const WorkerGeneration g = generate_on_worker(worker, std::span(&p, 1), options, id++);
+  for (const auto& p : prompts) each.push_back(generate_on_worker(worker, std::span(&p, 1), options, id++));
+  return each;
+}
+
+// The figures of the prompts `chosen` picks, summed.
+template <class Chosen>
+WorkerGeneration summed(const std::vector<WorkerGeneration>& each, Chosen chosen) {
+  WorkerGeneration total;
+  for (size_t p = 0; p < each.size(); ++p) {
+    if (!chosen(p)) continue;
+    const WorkerGeneration& g = each[p];
     total.tokens.push_back(g.tokens.front());
     total.rounds += g.rounds;
     total.round_tokens += g.round_tokens;
@@ -155,6 +171,11 @@ WorkerGeneration run_one_by_one(ModelWorker& worker, const std::vector<std::vect
     total.decode_steps += g.decode_steps;
   }
   return total;
+}
+
+WorkerGeneration run_one_by_one(ModelWorker& worker, const std::vector<std::vector<int32_t>>& prompts,
+                                const WorkerGenerationOptions& options) {
+  return summed(run_each(worker, prompts, options), [](size_t) { return true; });
 }
 
 }  // namespace
@@ -182,9 +203,11 @@ int main(int argc, char** argv) {
                 "|---|---|---|---|---|---|---|---|\n");
 
     std::vector<std::string> rows;
+    std::vector<std::vector<WorkerGeneration>> per_block;
     for (int64_t b : o.blocks) {
       const int block = static_cast<int>(b);
-      const WorkerGeneration g = run_one_by_one(*s.worker, s.prompts, {.new_tokens = new_tokens, .block = block});
+      per_block.push_back(run_each(*s.worker, s.prompts, {.new_tokens = new_tokens, .block = block}));
+      const WorkerGeneration g = summed(per_block.back(), [](size_t) { return true; });
       const double draft_ms = 1e3 * g.draft_seconds / g.decode_steps;
       const double verify_ms = 1e3 * (g.decode_seconds - g.draft_seconds) / g.decode_steps;
       const double tps = g.decode_tokens_per_second();
@@ -197,13 +220,37 @@ int main(int argc, char** argv) {
         << ", \"tau\": " << g.tau() << ", \"tokens_per_s\": " << tps << ", \"same_as_plain\": " << same << "}";
       rows.push_back(j.str());
     }
+    // tau by the source of the prompts (held-out text mixes kinds that draft very differently).
+    std::vector<std::string> sources = s.sources;
+    std::sort(sources.begin(), sources.end());
+    sources.erase(std::unique(sources.begin(), sources.end()), sources.end());
+    std::string by_source;
+    if (sources.size() > 1) {
+      std::printf("\n| prompts from | prompts |");
+      for (int64_t b : o.blocks) std::printf(" tau B = %d |", int(b));
+      std::printf("\n|---|---|");
+      for (size_t i = 0; i < o.blocks.size(); ++i) std::printf("---|");
+      std::printf("\n");
+      for (const std::string& source : sources) {
+        const auto from = [&](size_t p) { return s.sources[p] == source; };
+        std::printf("| %s | %zu |", source.c_str(), size_t(std::count(s.sources.begin(), s.sources.end(), source)));
+        by_source += std::string(by_source.empty() ? "" : ", ") + "\"" + source + "\": [";
+        for (size_t i = 0; i < per_block.size(); ++i) {
+          const double tau = summed(per_block[i], from).tau();
+          std::printf(" %.2f |", tau);
+          by_source += (i ? ", " : "") + std::to_string(tau);
+        }
+        by_source += "]";
+        std::printf("\n");
+      }
+    }
     if (!o.json.empty()) {
       std::ofstream out(o.json);
       out << "{\"benchmark\": \"speculative\", \"device\": \"" << info.device << "\", \"prompts\": " << s.prompts.size()
           << ", \"new_tokens\": " << new_tokens << ", \"plain_tokens_per_s\": " << plain_tps
           << ", \"plain_step_ms\": " << step_ms << ", \"runs\": [";
       for (size_t i = 0; i < rows.size(); ++i) out << (i ? ", " : "") << rows[i];
-      out << "]}\n";
+      out << "], \"tau_by_source\": {" << by_source << "}}\n";
     }
   });
 }

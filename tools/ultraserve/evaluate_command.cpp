@@ -42,10 +42,10 @@ struct EvaluateOptions : CommandOptions {
         .add(no_draft, "no-draft", "measure no speculation, even with a draft")
         .add(text, "text",
              "held-out JSONL, one {\"source\": ..., \"text\": ...} a line (default: data/train/corpus/heldout.jsonl)")
-        .add(max_tokens, "max-tokens", "most tokens of the text to score")
+        .add(max_tokens, "max-tokens", "most tokens of the text to score (from its first document on)")
         .add(window, "window", "tokens per perplexity window (windows do not overlap)")
         .add(compare, "compare", "a reference checkpoint of the model, for top-1 agreement and logits error")
-        .add(prompts, "prompts", "speculation prompts: the start of each of the first N documents long enough")
+        .add(prompts, "prompts", "speculation prompts: the starts of N documents spread over those long enough")
         .add(prompt_tokens, "prompt-tokens", "tokens per prompt")
         .add(new_tokens, "new-tokens", "most tokens generated per prompt (greedy)")
         .add(blocks, "blocks", "speculative block sizes to measure, anchor included")
@@ -66,12 +66,12 @@ struct EvaluateOptions : CommandOptions {
 
 // The documents' tokens in file order with <|endoftext|> between them (how training saw them),
 // cut at `limit`; documents past the limit are not even tokenized.
-std::vector<int32_t> text_tokens(const std::vector<std::string>& documents, const Tokenizer& tokenizer, size_t limit) {
+std::vector<int32_t> text_tokens(const std::vector<HeldoutDocument>& documents, const Tokenizer& tokenizer, size_t limit) {
   const std::optional<int32_t> separator = tokenizer.token_to_id("<|endoftext|>");
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < documents.size() && tokens.size() < limit; ++i) {
     if (i > 0 && separator) tokens.push_back(*separator);
-    const std::vector<int32_t> ids = tokenizer.encode(documents[i]);
+    const std::vector<int32_t> ids = tokenizer.encode(documents[i].text);
     tokens.insert(tokens.end(), ids.begin(), ids.end());
   }
   tokens.resize(std::min(tokens.size(), limit));
@@ -258,7 +258,7 @@ int evaluate_command(const Args& args) {
   EvaluateOptions o;
   return run_command(o, args, [&] {
     o.validate();
-    const std::vector<std::string> documents = read_documents(o.text);
+    const std::vector<HeldoutDocument> documents = read_documents(o.text);
     ThreadPool pool(static_cast<size_t>(o.threads));
     LoadedModel loaded = load_model(o.model);
     const Tokenizer& tokenizer = loaded.tokenizer;
@@ -285,8 +285,10 @@ int evaluate_command(const Args& args) {
                         size_t(o.window), vocab);
 
     // Without a draft, prompts are only needed for the samples.
-    const auto prompts = document_start_prompts(documents, tokenizer, size_t(draft ? o.prompts : std::min(o.prompts, o.samples)),
-                                      size_t(o.prompt_tokens));
+    std::vector<std::vector<int32_t>> prompts;
+    for (HeldoutPrompt& p : heldout_prompts(documents, tokenizer, size_t(draft ? o.prompts : std::min(o.prompts, o.samples)),
+                                            size_t(o.prompt_tokens), PromptPlace::start))
+      prompts.push_back(std::move(p.ids));
     if (draft && prompts.empty())
       throw std::runtime_error(o.text + ": no document has the " + std::to_string(o.prompt_tokens) +
                                " tokens a speculation prompt needs");
