@@ -14,9 +14,14 @@ namespace ultraserve::gpu {
 
 // Waits until the previous kernel of the stream has finished and its writes are visible. Every
 // kernel calls this before touching memory another kernel wrote (it is a no-op when the kernel
-// was launched without the programmatic-dependent-launch attribute).
+// was launched without the programmatic-dependent-launch attribute). What a kernel does before
+// it may only read what no kernel of the step writes: the GEMVs load their weights there.
 __device__ __forceinline__ void wait_for_previous_kernel() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-// Lets the next kernel's blocks be scheduled; its own wait still orders memory.
+// Lets the next kernel's blocks be scheduled; its own wait still orders memory. Every kernel
+// calls it right after its wait: the next kernel is then launched while this one runs (and
+// loads its weights meanwhile), yet never before every block of this one is on the device,
+// so waiting blocks cannot crowd out the blocks they wait for. (Called at the end instead, it
+// cost the 30B-A3B decode step 3.6%.)
 __device__ __forceinline__ void allow_next_kernel() { asm volatile("griddepcontrol.launch_dependents;"); }
 
 template <typename... KernelArgs, typename... Args>

@@ -63,6 +63,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
   constexpr int P = (D + 31) / 32;
   __shared__ float head_s[Partial ? kHeadsPerBlock : 1][Partial ? D : 1];
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int head = blockIdx.y * kHeadsPerBlock + warp;
   const int row = blockIdx.x;
@@ -130,7 +131,6 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
         if (lane + 32 * j < width) dst[lane + 32 * j] = __float2bfloat16(v[j]);
     }
   }
-  allow_next_kernel();
 }
 
 // P consecutive bf16 values as floats, with one load of 2 P bytes (zeros when !owns).
@@ -161,6 +161,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
   constexpr int P = dims_per_lane<DV>();
   __shared__ __align__(16) float q_s[G][DK];
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const float softmax_scale = rsqrtf(static_cast<float>(DK));
@@ -190,10 +191,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
   const int length = last - first;
   const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
   const int begin = first + split * chunk, end = min(last, begin + chunk);
-  if (begin >= end) {  // a split past the context: the combine does not read it
-    allow_next_kernel();
-    return;
-  }
+  if (begin >= end) return;  // a split past the context: the combine does not read it
   const bool owns_dims = DV >= 32 || lane < DV;
 
   float m[G], l[G], acc[G][P];
@@ -264,7 +262,6 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
 #pragma unroll
       for (int i = 0; i < P; ++i) o[2 + lane * P + i] = acc[g][i];
   }
-  allow_next_kernel();
 }
 
 // One block per (row, query head), one thread per value dim. A sink joins the softmax's
@@ -273,6 +270,7 @@ template <int DV, int G>
 __global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                                AttentionScratch scratch, bf16* out) {
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int row = blockIdx.x, q_head = blockIdx.y;
   const int kv_head = q_head / G, g = q_head % G;
   const float* base = scratch.partial +
@@ -299,7 +297,6 @@ __global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, con
   }
   if (d < DV)
     out[static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(q_head) * DV + d] = __float2bfloat16(acc / l);
-  allow_next_kernel();
 }
 
 template <int D>

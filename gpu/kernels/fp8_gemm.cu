@@ -20,6 +20,7 @@ constexpr int kQuantizeWarps = 8;
 __global__ void __launch_bounds__(kQuantizeWarps * 32)
     quantize_rows_kernel(const bf16* x, int rows, int k, uint8_t* codes, float* scales) {
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int lane = threadIdx.x % 32;
   const int blocks_per_row = k / kFp8Block;
   const int block = blockIdx.x * kQuantizeWarps + threadIdx.x / 32;
@@ -39,7 +40,6 @@ __global__ void __launch_bounds__(kQuantizeWarps * 32)
     *reinterpret_cast<uint32_t*>(codes + first) = packed;
     if (lane == 0) scales[static_cast<size_t>(column_block) * rows + row] = scale;
   }
-  allow_next_kernel();
 }
 
 void check(cublasStatus_t status, const char* what) {

@@ -99,6 +99,7 @@ __global__ void __launch_bounds__(kRouteThreads)
     route_kernel(const float* logits, int rows, int num_experts, int top_k, RouterRule rule, Routing r) {
   __shared__ int count[kMaxRoutedExperts], begin[kMaxRoutedExperts], cursor[kMaxRoutedExperts];
   wait_for_previous_kernel();
+  allow_next_kernel();
   for (int e = threadIdx.x; e < num_experts; e += blockDim.x) count[e] = 0, cursor[e] = 0;
   __syncthreads();
 
@@ -184,7 +185,6 @@ __global__ void __launch_bounds__(kRouteThreads)
     const int e = r.expert_of_pair[pair];
     r.pairs_by_expert[begin[e] + atomicAdd(&cursor[e], 1)] = pair;
   }
-  allow_next_kernel();
 }
 
 // ---- weight formats ------------------------------------------------------------------------------
@@ -303,6 +303,7 @@ __global__ void __launch_bounds__(kExpertWarps * 32)
   using Fmt = Format<F>;
   constexpr int Outs = kGateUpOutputsPerWarp, Rows = 2 * Outs;
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int lane = threadIdx.x % 32;
   const int first = (blockIdx.y * kExpertWarps + threadIdx.x / 32) * Outs;
   const int e = block_expert(r);
@@ -338,7 +339,6 @@ __global__ void __launch_bounds__(kExpertWarps * 32)
         }
     }
   }
-  allow_next_kernel();
 }
 
 // ---- down ----------------------------------------------------------------------------------------
@@ -350,6 +350,7 @@ __global__ void __launch_bounds__(kExpertWarps * 32)
   using Fmt = Format<F>;
   constexpr int Rows = kDownRowsPerWarp;
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int lane = threadIdx.x % 32;
   const int first = (blockIdx.y * kExpertWarps + threadIdx.x / 32) * Rows;
   const int e = block_expert(r);
@@ -383,7 +384,6 @@ __global__ void __launch_bounds__(kExpertWarps * 32)
         }
     }
   }
-  allow_next_kernel();
 }
 
 void check_shape(const ExpertWeights& w) {

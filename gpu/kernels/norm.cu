@@ -10,10 +10,10 @@ constexpr int kRowThreads = 256;
 
 __global__ void embed_kernel(const bf16* table, const int32_t* tokens, int hidden, float* x) {
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int r = blockIdx.x;
   const bf16* row = table + static_cast<size_t>(tokens[r]) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) x[static_cast<size_t>(r) * hidden + i] = __bfloat162float(row[i]);
-  allow_next_kernel();
 }
 
 // Residual add + RMS norm: one block of kNormThreads per output row; each thread owns J float4
@@ -47,6 +47,7 @@ __global__ void __launch_bounds__(kNormThreads) add_rms_norm_kernel(float* x, Re
                                                                     float eps, int hidden, const int32_t* row_map,
                                                                     bool store_residual, bf16* out, RowCopy copy) {
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int i = blockIdx.x;
   const int r = row_map ? row_map[i] : i;
   const int vectors = hidden / 4;
@@ -106,18 +107,17 @@ __global__ void __launch_bounds__(kNormThreads) add_rms_norm_kernel(float* x, Re
     o[2 * c] = __floats2bfloat162_rn(v[j].x * scale * g[j].x, v[j].y * scale * g[j].y);
     o[2 * c + 1] = __floats2bfloat162_rn(v[j].z * scale * g[j].z, v[j].w * scale * g[j].w);
   }
-  allow_next_kernel();
 }
 
 __global__ void silu_mul_kernel(const float* gate_up, int width, bf16* out) {
   wait_for_previous_kernel();
+  allow_next_kernel();
   const int r = blockIdx.x;
   const float* g = gate_up + static_cast<size_t>(r) * 2 * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) {
     const float gate = g[i];
     out[static_cast<size_t>(r) * width + i] = __float2bfloat16(gate / (1.0f + __expf(-gate)) * g[width + i]);
   }
-  allow_next_kernel();
 }
 
 }  // namespace

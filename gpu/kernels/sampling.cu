@@ -14,6 +14,7 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, i
   __shared__ float best_value[kThreads / 32];
   __shared__ int best_index[kThreads / 32];
   wait_for_previous_kernel();
+  allow_next_kernel();
   const float* row = logits + static_cast<size_t>(blockIdx.x) * stride;
   float value = -FLT_MAX;
   int index = 0x7fffffff;
@@ -34,7 +35,6 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, i
         value = best_value[w], index = best_index[w];
     tokens[blockIdx.x] = index;
   }
-  allow_next_kernel();
 }
 
 }  // namespace
