@@ -174,6 +174,7 @@ class CudaModel final : public GpuModel {
 
   DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, expert_out_, dense_gate_up_,
       attention_partial_, logits_;
+  DeviceBuffer<unsigned> attention_arrivals_;
   DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_, taps_;
   DeviceBuffer<uint16_t> fp8_dequantized_;  // an FP8 weight as bf16, for passes too large for the FP8 GEMV
   std::unique_ptr<Fp8TensorCores> fp8_tensor_cores_;  // or those passes on FP8 tensor cores
@@ -203,6 +204,7 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
   if (options.gemv_max_rows < 0 || options.gemv_max_rows > kMaxGemvRows)
     throw GpuError("gemv_max_rows must be in 0.." + std::to_string(kMaxGemvRows));
   matmul_ = {cublas_, options.gemv_max_rows};
+  if (options.attention_combine_max_splits < 0) throw GpuError("attention_combine_max_splits must be >= 0");
 
   // Scratch serves both stacks: sized for the wider of target and draft.
   auto widest = [&](auto dim) -> size_t { return std::max<size_t>(dim(c_), draft_ ? dim(draft_->config) : 0); };
@@ -242,15 +244,19 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     dense_act_ = DeviceBuffer<uint16_t>(T * I);
   }
   size_t partial = 0;
+  int widest_kv_heads = 0;
   for (const ModelConfig* m : {&c_, draft_ ? &draft_->config : &c_})
     for (int l = 0; l < m->num_hidden_layers; ++l) {
       const HeadShape heads = head_shape(*m, l);
+      widest_kv_heads = std::max(widest_kv_heads, heads.kv_heads);
       for (int rows = 1; rows <= max_rows_; ++rows)
         partial = std::max(partial, attention_scratch_floats(rows, heads,
                                                              attention_splits(rows, heads.kv_heads, multiprocessors_,
                                                                               kMaxAttentionSplits)));
     }
   attention_partial_ = DeviceBuffer<float>(partial);
+  attention_arrivals_ = DeviceBuffer<unsigned>(size_t(max_rows_) * widest_kv_heads);
+  ULTRASERVE_CUDA_CHECK(cudaMemset(attention_arrivals_.get(), 0, attention_arrivals_.bytes()));
   size_t fp8_elements = 0;
   int fp8_widest = 0;
   for (const DeviceLayerWeights& l : w_.layers)
@@ -362,8 +368,9 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
   const float eps = static_cast<float>(c.rms_norm_eps);
   const HeadShape heads = head_shape(c, index);
   const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
-  const AttentionScratch scratch{attention_partial_.get(),
-                                 attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits)};
+  const AttentionScratch scratch{attention_partial_.get(), attention_arrivals_.get(),
+                                 attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits),
+                                 options_.attention_combine_max_splits};
   bf16* xn = reinterpret_cast<bf16*>(xn_.get());
 
   add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s, previous_output);

@@ -11,12 +11,15 @@
 #                                transformers on the GPU), spec-bench (DFlash rounds on the GPU: the
 #                                30B-A3B shape with its draft's shape, then the shipped pair on the GPU
 #                                and on the CPU), mimo-bench (the MiMo-V2-Flash shape cut to 24 and 6
-#                                layers, next to HF transformers at 6), fp8-probe (the scale layouts of
-#                                cuBLASLt's block-scaled FP8), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), cpu-bench
+#                                layers, next to HF transformers at 6), ab (earlier builds' gpu_decode_bench, put in
+#                                .gpu/ab/NAME/ after packing, alternated with this one), fp8-probe (the scale layouts of
+#                                cuBLASLt's block-scaled FP8), gemv-sweep (our GEMV vs cuBLAS for 2-8 rows), attention-sweep
+#                                (where a row's attention splits are merged), cpu-bench
 #                                (ours, then HF on the CPU),
 #                                serving-bench, ncu (hardware counters of two layers' kernels), profile (nsys),
 #                                train (tools/train/train.sh: trains the shipped default from the corpus that
-#                                tools/train/build_corpus.py made here; TRAIN_ARGS go to train.py).
+#                                tools/train/build_corpus.py made here; TRAIN_ARGS go to train.py), train-draft
+#                                (a new draft for the shipped target, then the pair measured on the GPU).
 #                                references (the HF fixtures made again: fixtures.tar.gz). Everything
 #                                lands in $OUT (run.log with the whole output).
 #
@@ -52,6 +55,20 @@ PY
   tar -czf /tmp/ultraserve-bundle.tar.gz -C "$bundle" . && rm -rf "$bundle" && mkdir "$bundle"
   mv /tmp/ultraserve-bundle.tar.gz "$bundle"/bundle.tar.gz
   du -sh "$bundle"
+}
+
+# bench_pair MODEL TAG DEVICE:PLACE...: speculative_bench of MODEL and its draft/ on 20 held-out prompts
+# (document starts or middles, spread over the held-out file), on each device named.
+bench_pair() {
+  local model=$1 tag=$2 failed=0 heldout=()
+  shift 2
+  [ -f "$bundle"/train-corpus/heldout.jsonl ] && heldout=(--text "$bundle"/train-corpus/heldout.jsonl)
+  for run in "$@"; do
+    "$bundle"/build/tools/speculative_bench --device "${run%%:*}" --model "$model" --draft "$model/draft" \
+      "${heldout[@]}" --from "${run##*:}" --prompts 20 --new-tokens 200 \
+      --json "$out/spec_${tag}_${run%%:*}_${run##*:}.json" || failed=1
+  done
+  return $failed
 }
 
 run() {
@@ -101,12 +118,16 @@ run() {
         "$bundle"/build/tools/speculative_bench --device cuda --config config/models/qwen3-30b-a3b.json \
           --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 2 --json "$out"/spec_30b.json || failed=1
         # The shipped pair on held-out prompts: document starts on the GPU and the CPU, document middles on the GPU.
-        local heldout=(); [ -f "$bundle"/train-corpus/heldout.jsonl ] && heldout=(--text "$bundle"/train-corpus/heldout.jsonl)
-        for run in cuda:starts cpu:starts cuda:middles; do
-          "$bundle"/build/tools/speculative_bench --device "${run%%:*}" --model models/default --draft models/default/draft \
-            "${heldout[@]}" --from "${run##*:}" --prompts 20 --new-tokens 200 \
-            --json "$out/spec_default_${run%%:*}_${run##*:}.json" || failed=1
-        done ;;
+        bench_pair models/default default cuda:starts cpu:starts cuda:middles || failed=1 ;;
+      train-draft)  # a new draft for the shipped target (TRAIN_ARGS go to train.py), then the pair on the GPU
+        local work; work=$(mktemp -d)
+        # shellcheck disable=SC2086  # TRAIN_ARGS are words for train.py
+        python3 tools/train/train.py --corpus "$bundle"/train-corpus --target-from models/default --out "$work/trained" \
+          ${TRAIN_ARGS:-} || { failed=1; continue; }
+        cp "$work/training.json" "$out/draft-training.json"
+        cp -r models/default "$work/pair" && rm -rf "$work/pair/draft" && cp -r "$work/trained/draft" "$work/pair/draft"
+        tar -czf "$out/draft.tar.gz" -C "$work/pair" draft
+        bench_pair "$work/pair" new_draft cuda:starts cuda:middles || failed=1 ;;
       gemv-sweep)  # where our GEMV should hand over to cuBLAS: passes of 2..8 rows at each threshold
         for rows in 8 4 2 0; do
           echo "-- gemv_max_rows $rows"
@@ -115,6 +136,13 @@ run() {
           "$bundle"/build/tools/speculative_bench --device cuda --config config/models/qwen3-30b-a3b.json \
             --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 1 --new-tokens 32 --blocks '[4,8]' \
             --gemv-rows "$rows" | grep -E '^\| [0-9]|plain decode' || failed=1
+        done ;;
+      attention-sweep)  # where the combine kernel should hand a row's merge to its last attention block
+        for splits in 64 32 16 8 4; do
+          echo "-- attention_combine_max_splits $splits"
+          "$bundle"/build/tools/gpu_decode_bench --contexts '[128,1024,2048,4096]' --batches '[8]' --batch-context 2048 \
+            --pass-tokens '[8]' --steps 50 --combine-max-splits "$splits" --json "$out/attention_sweep_$splits.json" |
+            grep -E '^\| \| [0-9]' || failed=1
         done ;;
       ncu)  # hardware counters of two layers' kernels of a batch-1 decode step (Nsight Compute)
         local ncu; ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
@@ -137,6 +165,16 @@ for r in data:
     print("| " + v[0].split("(")[0][-40:] + " | " + " | ".join(f"{x} {units[i]}".strip() for x, i in zip(v[1:], idx[1:])) + " |")
 PY
         ;;
+      ab)  # what a kernel change is worth: gpu_decode_bench of each earlier build put in .gpu/ab/NAME/ by
+           # hand after `pack`, and of this one, alternated twice in the same call (A/B/A/B)
+        for round in 1 2; do
+          for bench in "$bundle"/ab/*/gpu_decode_bench "$bundle"/build/tools/gpu_decode_bench; do
+            local name; name=$(basename "$(dirname "$bench")"); [ "$name" = tools ] && name=this
+            echo "-- $name, round $round"
+            "$bench" --config config/models/qwen3-30b-a3b.json --contexts '[128,4096]' --batches '[8]' --pass-tokens '[8]' \
+              --steps 100 --json "$out/ab_${name}_$round.json" | grep -E '^\| (ultraserve|\| )' || failed=1
+          done
+        done ;;
       fp8-probe)  # the scale layouts cuBLASLt's block-scaled FP8 matmul reads, against an fp64 reference
         "$bundle"/build/tools/fp8_scale_layout_probe || failed=1 ;;
       hf-gpu-bench)

@@ -1,8 +1,13 @@
-// Attention over a paged KV cache. Three steps per layer:
+// Attention over a paged KV cache. Per layer:
 //   qk_norm_rope_store  q/k per-head RMS norm and rotary embedding; k and v into the cache
 //   paged_attention     each (row, kv head, split) block: the row's query heads of that kv head
-//                       against its share of the context, one online-softmax partial per warp
-//   combine             the partials of a row and query head merged into its output
+//                       against its share of the context, an online-softmax partial per warp
+//   combine             a short context's partials (a few splits) merged into its output
+// A long context's splits are many (more than GpuModelOptions::attention_combine_max_splits):
+// their blocks merge their own warps, and the last block of the row to finish merges the
+// blocks' partials, leaving the combine nothing to do. Measured on the H200 (docs/perf.md): at
+// 4096 tokens of context that makes a decode step 11% cheaper, while for a few splits the fence,
+// atomic and re-read cost more than the combine kernel.
 // Decode, prefill chunks and speculative verification are the same computation: every row
 // attends to positions [0, kv_end), all of which are in the cache by then (kv_end = position + 1:
 // causal; a DFlash draft's block rows see their whole block). A sliding-window layer's row sees
@@ -157,9 +162,16 @@ __device__ __forceinline__ void load_values(const bf16* src, bool owns, float ou
 // loads); for the weighted sum of values lane l owns dims [l P, l P + P) of every value head of DV.
 template <int DK, int DV, int G>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
-    attention_kernel(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, AttentionScratch scratch) {
+    attention_kernel(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
+                     AttentionScratch scratch, bf16* out) {
   constexpr int P = dims_per_lane<DV>();
-  __shared__ __align__(16) float q_s[G][DK];
+  // The query heads while the context is read; then, reused, two warps' accumulators at a time
+  // while the block's four warps are merged.
+  constexpr int kSharedFloats = G * DK > 2 * G * DV ? G * DK : 2 * G * DV;
+  __shared__ __align__(16) float shared[kSharedFloats];
+  __shared__ float warp_m[kAttentionWarps][G], warp_l[kAttentionWarps][G];
+  __shared__ bool merges_all;
+  float(*q_s)[DK] = reinterpret_cast<float(*)[DK]>(shared);
   wait_for_previous_kernel();
   allow_next_kernel();
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
@@ -190,8 +202,9 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
 
   const int length = last - first;
   const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
+  const int used_splits = (length + chunk - 1) / chunk;
   const int begin = first + split * chunk, end = min(last, begin + chunk);
-  if (begin >= end) return;  // a split past the context: the combine does not read it
+  if (begin >= end) return;  // a split past the context: nothing waits for it
   const bool owns_dims = DV >= 32 || lane < DV;
 
   float m[G], l[G], acc[G][P];
@@ -249,23 +262,102 @@ __global__ void __launch_bounds__(kAttentionWarps * 32)
       }
     }
   }
-  // This warp's partial: [m, l, acc[DV]] per query head.
-  const int partials = scratch.splits * kAttentionWarps;
-  float* out = scratch.partial +
-               ((static_cast<size_t>(row) * h.kv_heads + kv_head) * partials + split * kAttentionWarps + warp) * G *
-                   (DV + 2);
+  const size_t row_head = static_cast<size_t>(row) * h.kv_heads + kv_head;
+  const size_t slot = size_t(G) * (DV + 2);  // a partial: [m, l, acc[DV]] per query head
+  float* row_partials = scratch.partial + row_head * scratch.splits * kAttentionWarps * slot;
+  const auto dim = [&](int i) { return DV >= 32 ? lane * P + i : lane; };
+  const auto store_partial = [&](float* o) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (lane == 0) o[g * (DV + 2)] = m[g], o[g * (DV + 2) + 1] = l[g];
+      if (owns_dims)
+#pragma unroll
+        for (int i = 0; i < P; ++i) o[g * (DV + 2) + 2 + dim(i)] = acc[g][i];
+    }
+  };
+  if (used_splits <= scratch.combine_max_splits) {  // each warp's partial, for the combine kernel
+    store_partial(row_partials + (split * kAttentionWarps + warp) * slot);
+    return;
+  }
+
+  // The block's four partials into one: rescaled to the block's maximum and summed in a fixed
+  // order ((w0 + w2) + (w1 + w3)), so a row's output does not depend on timing.
+  if (lane == 0)
+#pragma unroll
+    for (int g = 0; g < G; ++g) warp_m[warp][g] = m[g], warp_l[warp][g] = l[g];
+  __syncthreads();  // q_s is read no more: `shared` holds accumulators from here on
 #pragma unroll
   for (int g = 0; g < G; ++g) {
-    float* o = out + g * (DV + 2);
-    if (lane == 0) o[0] = m[g], o[1] = l[g];
-    if (owns_dims)
+    float block_m = warp_m[0][g], block_l = 0;
 #pragma unroll
-      for (int i = 0; i < P; ++i) o[2 + lane * P + i] = acc[g][i];
+    for (int w = 1; w < kAttentionWarps; ++w) block_m = fmaxf(block_m, warp_m[w][g]);
+#pragma unroll
+    for (int w = 0; w < kAttentionWarps; ++w) block_l += warp_l[w][g] * __expf(warp_m[w][g] - block_m);
+    const float scale = __expf(m[g] - block_m);
+#pragma unroll
+    for (int i = 0; i < P; ++i) acc[g][i] *= scale;
+    m[g] = block_m, l[g] = block_l;
+  }
+  float(*held)[G][DV] = reinterpret_cast<float(*)[G][DV]>(shared);
+  for (int half = kAttentionWarps / 2; half >= 1; half /= 2) {
+    if (warp >= half && warp < 2 * half && owns_dims)
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < P; ++i) held[warp - half][g][dim(i)] = acc[g][i];
+    __syncthreads();
+    if (warp < half && owns_dims)
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < P; ++i) acc[g][i] += held[warp][g][dim(i)];
+    __syncthreads();
+  }
+
+  // The block's partial (in its warp 0's place); the last block of the row to arrive merges them
+  // all, each made visible by a fence before its arrival is counted.
+  if (warp == 0) {
+    store_partial(row_partials + split * kAttentionWarps * slot);
+    __threadfence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    merges_all = atomicAdd(&scratch.arrivals[row_head], 1u) == unsigned(used_splits - 1);
+    if (merges_all) scratch.arrivals[row_head] = 0;  // ready for the next layer's kernel
+  }
+  __syncthreads();
+  if (!merges_all) return;
+  __threadfence();
+  float* head_m = warp_m[0];  // reused: each head's maximum and softmax sum over all the splits
+  float* head_l = warp_l[0];
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    const float sink = sinks ? sinks[kv_head * G + g] : -FLT_MAX;
+    float top = sink;
+    for (int sp = 0; sp < used_splits; ++sp) top = fmaxf(top, __ldcg(row_partials + sp * kAttentionWarps * slot + g * (DV + 2)));
+    float total = sinks ? __expf(sink - top) : 0.0f;
+    for (int sp = 0; sp < used_splits; ++sp) {
+      const float* part = row_partials + sp * kAttentionWarps * slot + g * (DV + 2);
+      total += __ldcg(part + 1) * __expf(__ldcg(part) - top);
+    }
+    head_m[g] = top, head_l[g] = total;
+  }
+  __syncthreads();
+  bf16* row_out = out + static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(kv_head) * G * DV;
+  for (int o = threadIdx.x; o < G * DV; o += blockDim.x) {
+    const int g = o / DV, d = o % DV;
+    float sum = 0;
+#pragma unroll 8
+    for (int sp = 0; sp < used_splits; ++sp) {
+      const float* part = row_partials + sp * kAttentionWarps * slot + g * (DV + 2);
+      sum += __ldcg(part + 2 + d) * __expf(__ldcg(part) - head_m[g]);
+    }
+    row_out[o] = __float2bfloat16(sum / head_l[g]);
   }
 }
 
-// One block per (row, query head), one thread per value dim. A sink joins the softmax's
-// denominator only.
+// One block per (row, query head), one thread per value dim, for rows of at most
+// combine_max_splits splits (the attention kernel merged the others). A sink joins the softmax's denominator only.
 template <int DV, int G>
 __global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                                AttentionScratch scratch, bf16* out) {
@@ -280,7 +372,9 @@ __global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, con
   // Only the splits that had positions wrote anything worth reading (same arithmetic as above).
   const int length = rows.kv_end[row] - context_begin(kv, rows.kv_end[row]);
   const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
-  const int partials = min(scratch.splits, (length + chunk - 1) / chunk) * kAttentionWarps;
+  const int used_splits = min(scratch.splits, (length + chunk - 1) / chunk);
+  if (used_splits > scratch.combine_max_splits) return;
+  const int partials = used_splits * kAttentionWarps;
   const float sink = sinks ? sinks[q_head] : -FLT_MAX;
   float m = sink;
 #pragma unroll 8
@@ -299,6 +393,7 @@ __global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, con
     out[static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(q_head) * DV + d] = __float2bfloat16(acc / l);
 }
 
+
 template <int D>
 void dispatch_qk(const float* qkv, const float* q_norm, const float* k_norm, float eps, RopeTable rope,
                  float value_scale, HeadShape h, AttentionRows rows, KvLayout kv, float* q_out, cudaStream_t s) {
@@ -316,7 +411,7 @@ template <int DK, int DV, int G>
 void dispatch_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                         AttentionScratch scratch, bf16* out, cudaStream_t s) {
   launch(attention_kernel<DK, DV, G>, dim3(rows.rows, h.kv_heads, scratch.splits), kAttentionWarps * 32, 0, s, q, h,
-         rows, kv, scratch);
+         rows, kv, sinks, scratch, out);
   launch(combine_kernel<DV, G>, dim3(rows.rows, h.q_heads), DV < 32 ? 32 : DV, 0, s, h, rows, kv, sinks, scratch, out);
 }
 

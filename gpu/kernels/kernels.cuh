@@ -137,11 +137,14 @@ void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_no
 // Attention of each row over its sequence's positions [0, kv_end) (the last kv.window of them in a
 // sliding layer), read from the cache: decode, prefill chunks and speculative verification alike
 // (causal; a draft's block: not). `splits` cuts each row's context into that many parts run in
-// parallel (flash-decoding); scratch holds their partials. `sinks` (per query head, may be null):
-// a learned logit that joins each softmax and attends to nothing.
+// parallel (flash-decoding); scratch holds their partials, and counts each row's arrived parts so
+// that the last one merges them. `sinks` (per query head, may be null): a learned logit that joins
+// each softmax and attends to nothing.
 struct AttentionScratch {
-  float* partial;  // [rows][kv_heads][splits][group][v_head_dim + 2]
+  float* partial;          // [rows][kv_heads][splits][warps][group][v_head_dim + 2]
+  unsigned* arrivals;      // [rows][kv_heads], zero before and after every kernel
   int splits;
+  int combine_max_splits;  // rows of more splits than this are merged by their last block
 };
 void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                      AttentionScratch scratch, bf16* out, cudaStream_t s);
