@@ -96,6 +96,7 @@ def train_draft(config, target, sequences, prompt_tokens, steps, batch, anchors_
                 seconds=0):
     """`steps` optimiser steps; with steps == 0, as many as fit in `seconds` (reported, as for the target)."""
     torch.manual_seed(seed)
+    target.requires_grad_(False)  # frozen: the draft shares its embedding and LM head
     draft = DFlashDraft(config).to(DEVICE)
     taps = TargetTaps(target, config["dflash_config"]["target_layer_ids"])
     b, mask_id = config["block_size"], config["dflash_config"]["mask_token_id"]

@@ -3,11 +3,15 @@ the target as a genuine HF Qwen3-MoE checkpoint with one tensor per expert (the 
 published Qwen3-MoE checkpoints, which ultraserve and transformers both load), the draft in
 z-lab's DFlashDraftModel layout (no `model.` prefix, no embedding or LM head)."""
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from accelerator import DEVICE
+
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
 
 
 def per_expert_tensors(model):
@@ -95,3 +99,35 @@ def check_reload(model, out: Path, tokens):
     agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     err = ((a - b).abs().max() / a.abs().max()).item()
     return {"top1_agreement": agree, "max_rel_error": err}
+
+
+def dequantize_mxfp4(blocks, scales):
+    """ultraserve's MXFP4 tensors (model/mxfp4.h: two E2M1 codes a byte, the even element in the low
+    nibble; one E8M0 scale per 32) as the float matrix they stand for."""
+    rows = blocks.shape[0]
+    codes = torch.stack([blocks & 0xF, blocks >> 4], -1).view(rows, -1).long()
+    values = E2M1[codes].view(rows, -1, 32)
+    return (values * torch.exp2(scales.float() - 127)[..., None]).view(rows, -1)
+
+
+@torch.no_grad()
+def load_served_target(folder: Path):
+    """A target folder as ultraserve serves it (models/default: experts in MXFP4) as transformers'
+    model of it. The MXFP4 experts become the values the engine multiplies by; bf16 holds them
+    exactly (an E2M1 code times a power of two), so this is the served target, not an approximation."""
+    tensors = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    weights = {}
+    for name, t in tensors.items():
+        if name.endswith(".blocks"):
+            base = name[: -len(".blocks")]
+            weights[base + ".weight"] = dequantize_mxfp4(t, tensors[base + ".scales"]).to(torch.bfloat16)
+        elif not name.endswith(".scales"):
+            weights[name] = t
+    from transformers import AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file(weights, Path(tmp) / "model.safetensors", metadata={"format": "pt"})
+        shutil.copy(folder / "config.json", tmp)
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    return model.to(DEVICE).eval()

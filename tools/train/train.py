@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 import corpus
 import draft as draft_training
@@ -29,11 +30,21 @@ import tokenizer as tokenizer_training
 from accelerator import DEVICE
 
 
+def spread(rows, count):
+    """`count` rows evenly spaced over `rows`: the held-out file is grouped by source, so its first rows
+    are all one source (the Bible); ultraserve's measurements spread their prompts the same way."""
+    if rows.shape[0] <= count:
+        return rows
+    return rows[torch.arange(count) * rows.shape[0] // count]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True)
-    ap.add_argument("--qwen3-tokenizer", type=Path, required=True)
+    ap.add_argument("--qwen3-tokenizer", type=Path, help="Qwen3's tokenizer.json (its split regex); not with --target-from")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--target-from", type=Path,
+                    help="a served target folder (models/default): keep its tokenizer and target, train a new draft only")
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--target-steps", type=int, default=0, help="0: as many as fit in --target-seconds")
@@ -60,6 +71,8 @@ def main():
     ap.add_argument("--gamma", type=float, default=7.0)
     ap.add_argument("--smoke", action="store_true", help="a few steps of everything, to check the pipeline")
     args = ap.parse_args()
+    if not args.target_from and not args.qwen3_tokenizer:
+        ap.error("--qwen3-tokenizer is needed to train a tokenizer (or name a trained target: --target-from)")
     if args.smoke:
         args.target_steps, args.draft_steps, args.draft_sequences = 30, 30, 512
         args.target_seconds = args.draft_seconds = 0
@@ -80,7 +93,10 @@ def main():
     log(f"corpus: {len(train_docs)} training and {len(heldout_docs)} held-out documents")
 
     t0 = time.time()
-    tok = tokenizer_training.train_tokenizer(train_docs, args.vocab_size, args.qwen3_tokenizer)
+    if args.target_from:
+        tok = Tokenizer.from_file(str(args.target_from / "tokenizer.json"))
+    else:
+        tok = tokenizer_training.train_tokenizer(train_docs, args.vocab_size, args.qwen3_tokenizer)
     special = {t: tok.token_to_id(t) for t in tokenizer_training.SPECIAL_TOKENS}
     report["tokenizer"] = {"vocab_size": tok.get_vocab_size(), "special_ids": special,
                            "seconds": time.time() - t0}
@@ -92,27 +108,35 @@ def main():
                         "train_bytes": sum(len(d.encode()) for d in train_docs)}
     log(f"streams: {train_stream.numel()} training tokens, {heldout_stream.numel()} held out")
 
-    config = target_training.make_config(tok.get_vocab_size(), [special["<|im_end|>"], special["<|endoftext|>"]],
-                                         special["<|endoftext|>"])
-    model, seconds, target_steps = target_training.train_target(
-        config, train_stream, args.target_steps, args.target_batch, args.seq, args.target_lr, args.seed, log,
-        args.target_seconds)
-    ppl, scored = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
-    report["target"] = {"parameters": sum(p.numel() for p in model.parameters()), "seconds": seconds,
-                        "steps": target_steps, "tokens_seen": target_steps * args.target_batch * args.seq,
-                        "heldout_perplexity": ppl, "heldout_tokens_scored": scored}
-    log(f"target: {seconds:.0f} s, held-out perplexity {ppl:.2f} over {scored} tokens")
+    if args.target_from:  # the served target itself: its MXFP4 experts are already what the draft will meet
+        model = export.load_served_target(args.target_from)
+        config = model.config
+        ppl, scored = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
+        report["target"] = {"from": str(args.target_from), "heldout_perplexity_mxfp4_experts": ppl,
+                            "heldout_tokens_scored": scored}
+        log(f"target from {args.target_from}: held-out perplexity {ppl:.2f} over {scored} tokens")
+    else:
+        config = target_training.make_config(tok.get_vocab_size(), [special["<|im_end|>"], special["<|endoftext|>"]],
+                                             special["<|endoftext|>"])
+        model, seconds, target_steps = target_training.train_target(
+            config, train_stream, args.target_steps, args.target_batch, args.seq, args.target_lr, args.seed, log,
+            args.target_seconds)
+        ppl, scored = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
+        report["target"] = {"parameters": sum(p.numel() for p in model.parameters()), "seconds": seconds,
+                            "steps": target_steps, "tokens_seen": target_steps * args.target_batch * args.seq,
+                            "heldout_perplexity": ppl, "heldout_tokens_scored": scored}
+        log(f"target: {seconds:.0f} s, held-out perplexity {ppl:.2f} over {scored} tokens")
 
-    export.save_target(model, tok, tokenizer_training.tokenizer_config("<|im_end|>", "<|endoftext|>"), args.out)
-    report["target"]["reload_check"] = export.check_reload(model, args.out, heldout_stream[:4096].view(16, 256).to(DEVICE))
-    log(f"exported target; transformers reload: {report['target']['reload_check']}")
+        export.save_target(model, tok, tokenizer_training.tokenizer_config("<|im_end|>", "<|endoftext|>"), args.out)
+        report["target"]["reload_check"] = export.check_reload(model, args.out, heldout_stream[:4096].view(16, 256).to(DEVICE))
+        log(f"exported target; transformers reload: {report['target']['reload_check']}")
 
-    # From here on the target is the one served: BF16 weights, MXFP4 experts (as `ultraserve quantize`
-    # makes them), so the draft learns the features and continuations it will meet.
-    mxfp4.as_served(model)
-    ppl, _ = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
-    report["target"]["heldout_perplexity_mxfp4_experts"] = ppl
-    log(f"target with MXFP4 experts: held-out perplexity {ppl:.2f}")
+        # From here on the target is the one served: BF16 weights, MXFP4 experts (as `ultraserve quantize`
+        # makes them), so the draft learns the features and continuations it will meet.
+        mxfp4.as_served(model)
+        ppl, _ = target_training.perplexity(model, heldout_stream, args.seq, 200_000)
+        report["target"]["heldout_perplexity_mxfp4_experts"] = ppl
+        log(f"target with MXFP4 experts: held-out perplexity {ppl:.2f}")
 
     # Prompts: random windows of the text, and document starts (as a server sees them; the target's first
     # tokens after a fresh start are the hard ones to draft).
@@ -125,7 +149,7 @@ def main():
                          starts[torch.randint(0, starts.shape[0], (n_starts,), generator=generator)]])
     sequences = draft_training.make_training_sequences(model, prompts, new, args.generation_batch, log, "draft data")
     heldout = {"windows": corpus.random_windows(heldout_stream, 128, p, generator),
-               "document_starts": corpus.document_starts(tok, heldout_docs, p)[:128]}
+               "document_starts": spread(corpus.document_starts(tok, heldout_docs, p), 128)}
     heldout = {k: draft_training.make_training_sequences(model, v, new, 256, log, f"held-out {k}")
                for k, v in heldout.items()}
     report["draft_data"] = {"sequences": args.draft_sequences, "document_starts": n_starts,
