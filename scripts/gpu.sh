@@ -169,6 +169,7 @@ PY
            # hand after `pack`, and of this one, alternated twice in the same call (A/B/A/B)
         for round in 1 2; do
           for bench in "$bundle"/ab/*/gpu_decode_bench "$bundle"/build/tools/gpu_decode_bench; do
+            [ -x "$bench" ] || continue  # no earlier builds put in .gpu/ab: this one alone
             local name; name=$(basename "$(dirname "$bench")"); [ "$name" = tools ] && name=this
             echo "-- $name, round $round"
             "$bench" --config config/models/qwen3-30b-a3b.json --contexts '[128,4096]' --batches '[8]' --pass-tokens '[8]' \
