@@ -205,6 +205,7 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     throw GpuError("gemv_max_rows must be in 0.." + std::to_string(kMaxGemvRows));
   matmul_ = {cublas_, options.gemv_max_rows};
   if (options.attention_combine_max_splits < 0) throw GpuError("attention_combine_max_splits must be >= 0");
+  if (options.attention_split_positions < 1) throw GpuError("attention_split_positions must be >= 1");
 
   // Scratch serves both stacks: sized for the wider of target and draft.
   auto widest = [&](auto dim) -> size_t { return std::max<size_t>(dim(c_), draft_ ? dim(draft_->config) : 0); };
@@ -370,7 +371,7 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
   const AttentionRows attention_rows{positions(), table_of(), kv_end(), rows};
   const AttentionScratch scratch{attention_partial_.get(), attention_arrivals_.get(),
                                  attention_splits(rows, heads.kv_heads, multiprocessors_, kMaxAttentionSplits),
-                                 options_.attention_combine_max_splits};
+                                 options_.attention_combine_max_splits, options_.attention_split_positions};
   bf16* xn = reinterpret_cast<bf16*>(xn_.get());
 
   add_rms_norm(x_.get(), pending, l.input_norm.get(), eps, H, nullptr, rows, true, xn, s, previous_output);

@@ -48,12 +48,15 @@ struct GpuModelOptions {
   // a pass then computes with other roundings than a decode step: docs/gpu.md); else the weights
   // dequantized to bf16 for cuBLAS.
   bool fp8_tensor_cores = false;
-  // Rows whose context is cut into up to this many splits (of 128 positions at least) are merged
-  // by a second kernel; longer ones by the last of their own blocks, which saves the second kernel
-  // a long walk over the partials. 0: every row merged in-kernel. Measured on the H200
-  // (scripts/gpu.sh run attention-sweep, docs/perf.md): the combine kernel wins up to 5 splits,
-  // the in-kernel merge from 9.
-  int attention_combine_max_splits = 8;
+  // Rows whose context is cut into up to this many splits (of attention_split_positions at least)
+  // are merged by a second kernel; longer ones by the last of their own blocks, which saves the
+  // second kernel a long walk over the partials. 0: every row of 2+ splits merged in-kernel (a
+  // row of one split is always written by its block). Measured on the H200 (scripts/gpu.sh run
+  // attention-sweep, docs/perf.md): the combine kernel wins up to 17 splits at least.
+  int attention_combine_max_splits = 32;
+  // The fewest positions a split of a row's context gets: shorter splits would fill more of the
+  // device, but each costs a partial to merge (swept alongside).
+  int attention_split_positions = 128;
 };
 
 struct PassRequest {

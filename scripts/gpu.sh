@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU machine, in two steps (it has no network and no Debian packages, so we build here):
 #
-#   scripts/gpu.sh pack          here: build with CUDA (sm_90a), and pack into .gpu/bundle.tar.gz the
+#   scripts/gpu.sh pack [--gpu-only]
+#                                here: build with CUDA (sm_90a), and pack into .gpu/bundle.tar.gz the
 #                                binaries, the shared libraries they need that Ubuntu lacks, the random
-#                                reference checkpoints and the Qwen3 tokenizer.
+#                                reference checkpoints, the Qwen3 tokenizer and the training corpus;
+#                                --gpu-only: the binaries, libraries and GPU tests alone (a quarter of
+#                                the size, room in the 64 MiB a call carries for earlier builds in ab).
 #   scripts/gpu.sh run [PART...]
 #                                on the GPU machine (device tool: carry [".gpu"]): the parts named, or
 #                                all of them: tests (every test binary; gpu-tests: the GPU ones), sanitizer (compute-sanitizer
@@ -29,19 +32,21 @@ cd "$(dirname "$0")/.."
 bundle=.gpu
 
 pack() {
+  local gpu_only=0 tests='*_test'
+  [ "${1:-}" = --gpu-only ] && gpu_only=1 tests='gpu_*_test'
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DULTRASERVE_CUDA=ON >/dev/null  # the usual build folder
   cmake --build build -j"$(nproc)"
-  rm -rf "$bundle" && mkdir -p "$bundle"/build/tools "$bundle"/build/tests "$bundle"/lib
+  rm -rf "$bundle" && mkdir -p "$bundle"/build/tools "$bundle"/build/tests "$bundle"/lib "$bundle"/qwen3-tokenizer
   cp build/tools/ultraserve build/tools/bench/{cpu_generate,gpu_decode,serving,speculative}_bench \
     build/tools/fp8_scale_layout_probe "$bundle"/build/tools/
-  find build/tests -maxdepth 1 -type f -name '*_test' -exec cp {} "$bundle"/build/tests/ \;
+  find build/tests -maxdepth 1 -type f -name "$tests" -exec cp {} "$bundle"/build/tests/ \;
   strip "$bundle"/build/tools/* "$bundle"/build/tests/*  # the device call carries at most 64 MiB
   # Libraries from Debian packages that the Ubuntu GPU image does not have.
   for bin in "$bundle"/build/tools/* "$bundle"/build/tests/*; do
     ldd "$bin" | awk '/=> \// {print $3}' | grep -E 'libcaf_|libsimdjson|libutf8proc|libpcre2-8' || true
   done | sort -u | xargs -r cp -L -t "$bundle"/lib
-  # The reference checkpoints, exactly as the tests will write them again.
-  python3 - <<'PY' | while read -r name config seed dtype shard; do
+  # The reference checkpoints, exactly as the tests will write them again (not for GPU-only runs).
+  [ $gpu_only = 1 ] || python3 - <<'PY' | while read -r name config seed dtype shard; do
 import json
 for c in json.load(open("tests/fixtures/reference/cases.json"))["cases"]:
     print(c["name"], c["config"], c["seed"], c["dtype"], c["shard_mb"])
@@ -49,8 +54,10 @@ PY
     build/tools/ultraserve make-checkpoint --config "tests/fixtures/configs/$config" --seed "$seed" \
       --dtype "$dtype" --shard-mb "$shard" --out "$bundle/reference-checkpoints/$name" 2>/dev/null
   done
-  cp -r data/qwen3-tokenizer "$bundle"/
-  [ -d data/train/corpus ] && cp -r data/train/corpus "$bundle"/train-corpus  # for the train part
+  if [ $gpu_only = 0 ]; then
+    cp -r data/qwen3-tokenizer/. "$bundle"/qwen3-tokenizer/
+    [ -d data/train/corpus ] && cp -r data/train/corpus "$bundle"/train-corpus  # for the train part
+  fi
   # Compressed, it travels in a third of the space (the device call carries at most 64 MiB).
   tar -czf /tmp/ultraserve-bundle.tar.gz -C "$bundle" . && rm -rf "$bundle" && mkdir "$bundle"
   mv /tmp/ultraserve-bundle.tar.gz "$bundle"/bundle.tar.gz
@@ -137,12 +144,13 @@ run() {
             --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 1 --new-tokens 32 --blocks '[4,8]' \
             --gemv-rows "$rows" | grep -E '^\| [0-9]|plain decode' || failed=1
         done ;;
-      attention-sweep)  # where the combine kernel should hand a row's merge to its last attention block
-        for splits in 64 32 16 8 4; do
-          echo "-- attention_combine_max_splits $splits"
+      attention-sweep)  # how short a row's attention splits may be, and where the combine kernel should
+                        # hand their merge to the row's last attention block (positions:splits)
+        for pair in 64:16 128:8 128:16 128:32 256:16; do
+          echo "-- attention_split_positions ${pair%%:*}, attention_combine_max_splits ${pair##*:}"
           "$bundle"/build/tools/gpu_decode_bench --contexts '[128,1024,2048,4096]' --batches '[8]' --batch-context 2048 \
-            --pass-tokens '[8]' --steps 50 --combine-max-splits "$splits" --json "$out/attention_sweep_$splits.json" |
-            grep -E '^\| \| [0-9]' || failed=1
+            --pass-tokens '[8]' --steps 50 --split-positions "${pair%%:*}" --combine-max-splits "${pair##*:}" \
+            --json "$out/attention_sweep_${pair/:/_}.json" | grep -E '^\| \| [0-9]' || failed=1
         done ;;
       ncu)  # hardware counters of two layers' kernels of a batch-1 decode step (Nsight Compute)
         local ncu; ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
@@ -235,7 +243,7 @@ PY
 }
 
 case "${1:-}" in
-  pack) pack ;;
+  pack) shift; pack "$@" ;;
   run) shift; run "$@" ;;
-  *) echo "usage: scripts/gpu.sh pack | run [tests|gpu-tests|sanitizer|gpu-bench|spec-bench|gemv-sweep|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu.sh pack [--gpu-only] | run [tests|gpu-tests|sanitizer|gpu-bench|spec-bench|gemv-sweep|hf-gpu-bench|cpu-bench|serving-bench|ncu|profile|train|references ...]" >&2; exit 2 ;;
 esac

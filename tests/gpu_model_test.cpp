@@ -241,25 +241,26 @@ TEST(GpuModelMimoLong, LongSequencesWrapTheRings) {
   compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, "mimo_groups8_window16 long", 150, 64);
 }
 
-// The attention kernel's own merge of a row's splits (the last block of the row to finish merges
-// them: GpuModelOptions::attention_combine_max_splits 0 takes that way for every row, however
-// short), over contexts of one and two splits, with MiMo-V2's sinks joining the merge. Every
+// A row's splits merged both ways: by the combine kernel (GpuModelOptions::attention_combine_max_splits
+// 64) and by the last of the row's own blocks to finish (0), with splits cut as short as 16
+// positions so that even short contexts have many, and MiMo-V2's sinks joining the merge. Every
 // expert is chosen, so that no routing near-tie over these 228 rows hides or fakes an error.
-TEST(GpuModelAttention, LastBlockMergesTheSplits) {
+TEST(GpuModelAttention, MergesTheSplitsEitherWay) {
   if (!have_gpu()) GTEST_SKIP() << "no GPU";
-  for (const char* config : {"moe_topk2_norm.json", "mimo_groups8_window16.json"}) {
-    testing::ScratchDir dir;
-    LoadedModel model = load_model(testing::make_checkpoint(dir, config, 5));
-    without_near_ties(model, RoutingTweak::every_expert);
-    CpuReference ref(std::move(model));
-    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
-    o.max_rows = 256;
-    o.attention_combine_max_splits = 0;
-    auto gpu_model = gpu::GpuModel::load(ref.model.config, ref.model.weights, o);
-    const double worst =
-        compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, std::string(config) + " merged in-kernel", 180, 48);
-    EXPECT_LE(worst, kBf16Tolerance);  // no flips to allow for
-  }
+  for (const char* config : {"moe_topk2_norm.json", "mimo_groups8_window16.json"})
+    for (const int combine_max_splits : {64, 0}) {
+      testing::ScratchDir dir;
+      LoadedModel model = load_model(testing::make_checkpoint(dir, config, 5));
+      without_near_ties(model, RoutingTweak::every_expert);
+      CpuReference ref(std::move(model));
+      gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
+      o.max_rows = 256;
+      o.attention_combine_max_splits = combine_max_splits;
+      o.attention_split_positions = 16;
+      auto gpu_model = gpu::GpuModel::load(ref.model.config, ref.model.weights, o);
+      const std::string what = std::string(config) + (combine_max_splits ? " combined" : " merged in-kernel");
+      EXPECT_LE(compare_with_cpu(ref.model.config, *ref.cpu, *gpu_model, what, 180, 48), kBf16Tolerance);
+    }
 }
 
 // MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised

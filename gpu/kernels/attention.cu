@@ -1,13 +1,13 @@
 // Attention over a paged KV cache. Per layer:
 //   qk_norm_rope_store  q/k per-head RMS norm and rotary embedding; k and v into the cache
 //   paged_attention     each (row, kv head, split) block: the row's query heads of that kv head
-//                       against its share of the context, an online-softmax partial per warp
-//   combine             a short context's partials (a few splits) merged into its output
-// A long context's splits are many (more than GpuModelOptions::attention_combine_max_splits):
-// their blocks merge their own warps, and the last block of the row to finish merges the
-// blocks' partials, leaving the combine nothing to do. Measured on the H200 (docs/perf.md): at
-// 4096 tokens of context that makes a decode step 11% cheaper, while for a few splits the fence,
-// atomic and re-read cost more than the combine kernel.
+//                       against its share of the context, tile by tile through shared memory
+//   combine             the partials of a row cut into a few splits, merged into its output
+// A row whose context fits one split is written by its block. A long context's splits are many
+// (more than GpuModelOptions::attention_combine_max_splits): the last of its blocks to finish
+// merges their partials, leaving the combine nothing to do. Measured on the H200 (docs/perf.md):
+// at 4096 tokens of context that made a decode step 11% cheaper, while for a few splits the
+// fence, atomic and re-read cost more than the combine kernel.
 // Decode, prefill chunks and speculative verification are the same computation: every row
 // attends to positions [0, kv_end), all of which are in the cache by then (kv_end = position + 1:
 // causal; a DFlash draft's block rows see their whole block). A sliding-window layer's row sees
@@ -21,15 +21,6 @@
 
 namespace ultraserve::gpu {
 namespace {
-
-constexpr int kAttentionWarps = 4;
-constexpr int kMinPositionsPerBlock = 128;  // below this a split costs more than it saves
-
-// Dims a lane owns in a head of D: D / 32 of them, or one (lanes >= D idle) when D < 32.
-template <int D>
-constexpr int dims_per_lane() {
-  return D >= 32 ? D / 32 : 1;
-}
 
 // Where position `position` of a table's sequence lives in the layer: the start of its block (or
 // ring) plus the layer's offset, and its slot in there.
@@ -138,253 +129,333 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
   }
 }
 
-// P consecutive bf16 values as floats, with one load of 2 P bytes (zeros when !owns).
+// P consecutive bf16 values (2 P bytes, aligned to that) as floats.
 template <int P>
-__device__ __forceinline__ void load_values(const bf16* src, bool owns, float out[P]) {
-  if constexpr (P == 8) {
-    bf16x8_to_float(owns ? *reinterpret_cast<const uint4*>(src) : uint4{}, out);
+__device__ __forceinline__ void load_bf16(const bf16* src, float out[P]) {
+  if constexpr (P % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < P / 8; ++i) bf16x8_to_float(reinterpret_cast<const uint4*>(src)[i], out + 8 * i);
   } else if constexpr (P == 4) {
-    const uint2 raw = owns ? *reinterpret_cast<const uint2*>(src) : uint2{};
+    const uint2 raw = *reinterpret_cast<const uint2*>(src);
     const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
     const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
     out[0] = a.x, out[1] = a.y, out[2] = b.x, out[3] = b.y;
   } else if constexpr (P == 2) {
-    const uint32_t raw = owns ? *reinterpret_cast<const uint32_t*>(src) : 0u;
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw));
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(src));
     out[0] = a.x, out[1] = a.y;
   } else {
-    out[0] = owns ? __bfloat162float(*src) : 0.0f;
+    static_assert(P == 1);
+    out[0] = __bfloat162float(*src);
   }
 }
 
-// ---- attention partials -------------------------------------------------------------------------
-// Lane l scores position base + l against all G query heads (its key row of DK read with 16-byte
-// loads); for the weighted sum of values lane l owns dims [l P, l P + P) of every value head of DV.
+// 16 bytes from global to shared memory without passing through registers (cp.async, through L2
+// only): a thread issues all of a tile's copies before it waits for any.
+__device__ __forceinline__ void copy_16_bytes_async(void* shared_dst, const void* global_src) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global_src) : "memory");
+}
+__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most `Pending` of this thread's committed groups of copies are still in flight.
+template <int Pending>
+__device__ __forceinline__ void wait_for_async_copies() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");
+}
+
+// ---- attention ----------------------------------------------------------------------------------
+// A block (row, kv head, split) walks its share of the context a tile of positions at a time:
+// the tile's keys and values are copied into shared memory all at once (one memory round trip
+// for the whole tile, where a warp walking 32 positions at a time waited out a chain of them per
+// step: 13.8 us a layer at 129 positions on the H200); the scores are computed while the values
+// still land. For the weighted sum a thread takes a few value dims of every query head over
+// some of the tile's positions, so each value is read from shared memory once for all G heads;
+// those sums are added up at the end. The softmax is online across tiles, and the next tile's
+// cache addresses are looked up while this tile's copies fly.
 template <int DK, int DV, int G>
-__global__ void __launch_bounds__(kAttentionWarps * 32)
+struct AttentionTile {
+  static constexpr int kThreads = 256;
+  static constexpr int kPositions = DK + DV <= 256 ? 128 : 64;  // keeps a tile's shared memory near 80 KB
+  // A key row padded by 16 bytes: the lanes of a warp, reading the same 16-byte chunk of
+  // consecutive rows, then fall in different banks.
+  static constexpr int kKeyStride = DK + 8;
+  static constexpr int kThreadsPerPosition = kThreads / kPositions;
+  static constexpr int kScoresPerThread = (G + kThreadsPerPosition - 1) / kThreadsPerPosition;
+  // The weighted sum: thread (position group, dim chunk) sums positions group, group +
+  // kPositionGroups, ... over dims [chunk * kSumDims, + kSumDims) of every head.
+  static constexpr int kSumDims = DV < (G >= 32 ? 1 : 32 / G) ? DV : (G >= 32 ? 1 : 32 / G);
+  static constexpr int kDimChunks = DV / kSumDims, kPositionGroups = kThreads / kDimChunks;
+  // The output: thread tid owns dims [tid * kDimsPerThread, + kDimsPerThread) of [G][DV].
+  static constexpr int kDimsPerThread = G * DV >= kThreads ? G * DV / kThreads : 1;
+  static constexpr int kOutputThreads = G * DV / kDimsPerThread;
+  // Dynamic shared memory: [q: G][DK] floats, [scores: G][kPositions] and [weights:
+  // kPositions][G] floats, then the keys [kPositions][kKeyStride] and values [kPositions][DV],
+  // bf16, whose room the position groups' sums [kPositionGroups][G][DV] take at the end.
+  static constexpr size_t kQueryBytes = size_t(G) * DK * 4, kScoreBytes = size_t(G) * kPositions * 4;
+  static constexpr size_t kKeyBytes = size_t(kPositions) * kKeyStride * 2, kValueBytes = size_t(kPositions) * DV * 2;
+  static constexpr size_t kSumBytes = size_t(kPositionGroups) * G * DV * 4;
+  static constexpr size_t kSharedBytes =
+      kQueryBytes + 2 * kScoreBytes + (kKeyBytes + kValueBytes > kSumBytes ? kKeyBytes + kValueBytes : kSumBytes);
+  static_assert(DK % 8 == 0 && DV % 8 == 0, "rows are copied 16 bytes at a time");
+  static_assert(kThreads % kPositions == 0 && DV % kDimsPerThread == 0);
+  static_assert(DV % kSumDims == 0 && kThreads % kDimChunks == 0);
+};
+
+// Where a tile's positions live in the cache: each thread below kPositions looks up one.
+template <int DK, int DV, int G>
+__device__ __forceinline__ void locate_tile(const KvLayout& kv, int table, int kv_head, int tile_begin, int end,
+                                            size_t* key_at, size_t* value_at) {
+  const int t = threadIdx.x;
+  if (t < AttentionTile<DK, DV, G>::kPositions && tile_begin + t < end) {
+    const CacheSlot slot = cache_slot(kv, table, tile_begin + t);
+    key_at[t] = key_offset(kv, slot) + size_t(kv_head) * DK;
+    value_at[t] = value_offset(kv, slot) + size_t(kv_head) * DV;
+  }
+}
+
+template <int DK, int DV, int G>
+__global__ void __launch_bounds__(AttentionTile<DK, DV, G>::kThreads, 1)
     attention_kernel(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                      AttentionScratch scratch, bf16* out) {
-  constexpr int P = dims_per_lane<DV>();
-  // The query heads while the context is read; then, reused, two warps' accumulators at a time
-  // while the block's four warps are merged.
-  constexpr int kSharedFloats = G * DK > 2 * G * DV ? G * DK : 2 * G * DV;
-  __shared__ __align__(16) float shared[kSharedFloats];
-  __shared__ float warp_m[kAttentionWarps][G], warp_l[kAttentionWarps][G];
+  using Tile = AttentionTile<DK, DV, G>;
+  constexpr int T = Tile::kPositions, R = Tile::kDimsPerThread;
+  extern __shared__ __align__(16) unsigned char tile_memory[];
+  float(*q_s)[DK] = reinterpret_cast<float(*)[DK]>(tile_memory);
+  float(*score_s)[T] = reinterpret_cast<float(*)[T]>(tile_memory + Tile::kQueryBytes);
+  float(*weight_s)[G] = reinterpret_cast<float(*)[G]>(tile_memory + Tile::kQueryBytes + Tile::kScoreBytes);
+  bf16* key_s = reinterpret_cast<bf16*>(tile_memory + Tile::kQueryBytes + 2 * Tile::kScoreBytes);
+  bf16* value_s = key_s + T * Tile::kKeyStride;
+  __shared__ size_t key_at[2][T], value_at[2][T];  // this tile's cache offsets and the next one's
+  __shared__ float run_m[G], run_l[G], correction_s[G];
   __shared__ bool merges_all;
-  float(*q_s)[DK] = reinterpret_cast<float(*)[DK]>(shared);
-  wait_for_previous_kernel();
-  allow_next_kernel();
+
   const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const float softmax_scale = rsqrtf(static_cast<float>(DK));
-  // The row's metadata first, then the query heads, all loads in flight together (a column loop
-  // here waited out one round trip per step: most of the kernel's 16 us on the H200 at batch 1).
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  // Before the wait: rows and block tables are copied in ahead of a pass's first kernel, and a
+  // kernel starts only once the one before it has passed its own wait, so no kernel it could
+  // overlap writes them. The first tile's addresses are looked up while the previous kernel drains.
   const int last = rows.kv_end[row];
   const int first = context_begin(kv, last);
   const int table = rows.table_of[row];
-  constexpr int kQVectors = G * DK / 4, kQPerThread = (kQVectors + kAttentionWarps * 32 - 1) / (kAttentionWarps * 32);
-  const float4* q4 = reinterpret_cast<const float4*>(q + static_cast<size_t>(row) * h.q_heads * DK +
-                                                     static_cast<size_t>(kv_head) * G * DK);
-  float4 qv[kQPerThread];
-#pragma unroll
-  for (int j = 0; j < kQPerThread; ++j) {
-    const int i = threadIdx.x + j * kAttentionWarps * 32;
-    if (i < kQVectors) qv[j] = q4[i];
-  }
-#pragma unroll
-  for (int j = 0; j < kQPerThread; ++j) {
-    const int i = threadIdx.x + j * kAttentionWarps * 32;
-    if (i < kQVectors)
-      reinterpret_cast<float4*>(&q_s[0][0])[i] =
-          make_float4(qv[j].x * softmax_scale, qv[j].y * softmax_scale, qv[j].z * softmax_scale, qv[j].w * softmax_scale);
-  }
-  __syncthreads();
-
   const int length = last - first;
-  const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
+  const int chunk = max((length + scratch.splits - 1) / scratch.splits, scratch.min_split_positions);
   const int used_splits = (length + chunk - 1) / chunk;
   const int begin = first + split * chunk, end = min(last, begin + chunk);
   if (begin >= end) return;  // a split past the context: nothing waits for it
-  const bool owns_dims = DV >= 32 || lane < DV;
+  locate_tile<DK, DV, G>(kv, table, kv_head, begin, end, key_at[0], value_at[0]);
 
-  float m[G], l[G], acc[G][P];
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    m[g] = -FLT_MAX;
-    l[g] = 0;
-#pragma unroll
-    for (int i = 0; i < P; ++i) acc[g][i] = 0;
+  wait_for_previous_kernel();
+  allow_next_kernel();
+  const float softmax_scale = rsqrtf(static_cast<float>(DK));
+  const float4* q4 = reinterpret_cast<const float4*>(q + static_cast<size_t>(row) * h.q_heads * DK +
+                                                     static_cast<size_t>(kv_head) * G * DK);
+  for (int i = tid; i < G * DK / 4; i += Tile::kThreads) {
+    const float4 v = q4[i];
+    reinterpret_cast<float4*>(&q_s[0][0])[i] =
+        make_float4(v.x * softmax_scale, v.y * softmax_scale, v.z * softmax_scale, v.w * softmax_scale);
   }
-  for (int base = begin + warp * 32; base < end; base += kAttentionWarps * 32) {
-    const int position = base + lane;
-    const bool valid = position < end;
-    // Each lane finds its own position's key and value rows (one block-table lookup); lanes
-    // past the end point at a valid row and weigh it zero.
-    const CacheSlot slot = cache_slot(kv, table, valid ? position : begin);
-    const bf16* my_value = kv.cache + value_offset(kv, slot) + static_cast<size_t>(kv_head) * DV;
-    float s[G];
+  if (tid < G) run_m[tid] = -FLT_MAX, run_l[tid] = 0;
+  __syncthreads();
+
+  // The output dims this thread owns: [d0, d0 + R) of query head g_out (threads past
+  // kOutputThreads own none).
+  const bool owns_output = tid < Tile::kOutputThreads;
+  const int g_out = owns_output ? tid * R / DV : 0, d0 = owns_output ? tid * R % DV : 0;
+  constexpr int RS = Tile::kSumDims, PG = Tile::kPositionGroups;
+  const int sum_dims = tid % Tile::kDimChunks * RS, position_group = tid / Tile::kDimChunks;
+  float sums[G][RS];
 #pragma unroll
-    for (int g = 0; g < G; ++g) s[g] = 0;
-    const uint4* key = reinterpret_cast<const uint4*>(kv.cache + key_offset(kv, slot) + static_cast<size_t>(kv_head) * DK);
+  for (int g = 0; g < G; ++g)
 #pragma unroll
-    for (int c = 0; c < DK / 8; ++c) {
-      float k8[8];
-      bf16x8_to_float(key[c], k8);
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < 8; ++i) s[g] = fmaf(q_s[g][c * 8 + i], k8[i], s[g]);
+    for (int i = 0; i < RS; ++i) sums[g][i] = 0;
+
+  for (int tile_begin = begin, parity = 0; tile_begin < end; tile_begin += T, parity ^= 1) {
+    const int n = min(T, end - tile_begin);
+    for (int i = tid; i < n * (DK / 8); i += Tile::kThreads) {
+      const int t = i / (DK / 8), c = i % (DK / 8);
+      copy_16_bytes_async(key_s + t * Tile::kKeyStride + c * 8, kv.cache + key_at[parity][t] + c * 8);
     }
-    float p[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float m_new = fmaxf(m[g], warp_max(valid ? s[g] : -FLT_MAX));
-      const float correction = __expf(m[g] - m_new);
-      p[g] = valid ? __expf(s[g] - m_new) : 0.0f;
-      l[g] = l[g] * correction + warp_sum(p[g]);
-#pragma unroll
-      for (int i = 0; i < P; ++i) acc[g][i] *= correction;
-      m[g] = m_new;
+    commit_async_copies();
+    for (int i = tid; i < n * (DV / 8); i += Tile::kThreads) {
+      const int t = i / (DV / 8), c = i % (DV / 8);
+      copy_16_bytes_async(value_s + t * DV + c * 8, kv.cache + value_at[parity][t] + c * 8);
     }
-    // Values: a fixed trip count, fully unrolled, so the 32 positions' loads are in flight at once.
+    commit_async_copies();
+    locate_tile<DK, DV, G>(kv, table, kv_head, tile_begin + T, end, key_at[parity ^ 1], value_at[parity ^ 1]);
+    wait_for_async_copies<1>();  // the keys; the values may still be on their way
+    __syncthreads();
+
+    {  // scores: position t against query heads g0, g0 + kThreadsPerPosition, ...
+      const int t = tid % T, g0 = tid / T;
+      float s[Tile::kScoresPerThread] = {};
+      const uint4* key = reinterpret_cast<const uint4*>(key_s + t * Tile::kKeyStride);
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      const bf16* value = reinterpret_cast<const bf16*>(
-                              __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(my_value), j)) +
-                          (DV >= 32 ? lane * P : lane);
-      float v[P];
-      load_values<P>(value, owns_dims, v);
+      for (int c = 0; c < DK / 8; ++c) {
+        float k8[8];
+        bf16x8_to_float(key[c], k8);
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const float pj = __shfl_sync(0xffffffffu, p[g], j);
+        for (int j = 0; j < Tile::kScoresPerThread; ++j) {
+          const int g = min(g0 + j * Tile::kThreadsPerPosition, G - 1);  // a head past G: scored, not kept
+          const float4 qa = *reinterpret_cast<const float4*>(&q_s[g][c * 8]);
+          const float4 qb = *reinterpret_cast<const float4*>(&q_s[g][c * 8 + 4]);
+          s[j] = fmaf(qa.x, k8[0], fmaf(qa.y, k8[1], fmaf(qa.z, k8[2], fmaf(qa.w, k8[3], s[j]))));
+          s[j] = fmaf(qb.x, k8[4], fmaf(qb.y, k8[5], fmaf(qb.z, k8[6], fmaf(qb.w, k8[7], s[j]))));
+        }
+      }
 #pragma unroll
-        for (int i = 0; i < P; ++i) acc[g][i] = fmaf(pj, v[i], acc[g][i]);
+      for (int j = 0; j < Tile::kScoresPerThread; ++j) {
+        const int g = g0 + j * Tile::kThreadsPerPosition;
+        if (g < G) score_s[g][t] = t < n ? s[j] : -FLT_MAX;
       }
     }
-  }
-  const size_t row_head = static_cast<size_t>(row) * h.kv_heads + kv_head;
-  const size_t slot = size_t(G) * (DV + 2);  // a partial: [m, l, acc[DV]] per query head
-  float* row_partials = scratch.partial + row_head * scratch.splits * kAttentionWarps * slot;
-  const auto dim = [&](int i) { return DV >= 32 ? lane * P + i : lane; };
-  const auto store_partial = [&](float* o) {
+    __syncthreads();
+
+    // The online softmax, a warp per query head: the tile's scores become weights against the
+    // running maximum, and the running sum and the accumulators are rescaled to it.
+    for (int g = warp; g < G; g += Tile::kThreads / 32) {
+      float s[T / 32], top = -FLT_MAX;
+#pragma unroll
+      for (int j = 0; j < T / 32; ++j) top = fmaxf(top, s[j] = score_s[g][lane + 32 * j]);
+      const float m_new = fmaxf(run_m[g], warp_max(top));
+      float sum = 0;
+#pragma unroll
+      for (int j = 0; j < T / 32; ++j) {
+        const float p = __expf(s[j] - m_new);
+        weight_s[lane + 32 * j][g] = p;
+        sum += p;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float correction = __expf(run_m[g] - m_new);
+        correction_s[g] = correction;
+        run_l[g] = run_l[g] * correction + sum;
+        run_m[g] = m_new;
+      }
+    }
+    wait_for_async_copies<0>();
+    __syncthreads();
+
+    // The weighted sum of this group's positions of the tile, rescaled to the running maxima.
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      if (lane == 0) o[g * (DV + 2)] = m[g], o[g * (DV + 2) + 1] = l[g];
-      if (owns_dims)
+      const float correction = correction_s[g];
 #pragma unroll
-        for (int i = 0; i < P; ++i) o[g * (DV + 2) + 2 + dim(i)] = acc[g][i];
+      for (int i = 0; i < RS; ++i) sums[g][i] *= correction;
     }
-  };
-  if (used_splits <= scratch.combine_max_splits) {  // each warp's partial, for the combine kernel
-    store_partial(row_partials + (split * kAttentionWarps + warp) * slot);
+#pragma unroll 2
+    for (int t = position_group; t < n; t += PG) {
+      float v[RS];
+      load_bf16<RS>(value_s + t * DV + sum_dims, v);
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float p = weight_s[t][g];
+#pragma unroll
+        for (int i = 0; i < RS; ++i) sums[g][i] = fmaf(p, v[i], sums[g][i]);
+      }
+    }
+    __syncthreads();  // the next tile's copies overwrite keys, values and weights
+  }
+
+  // The position groups' sums added up: each thread's output dims.
+  float* group_sums = reinterpret_cast<float*>(key_s);  // [PG][G][DV], where the keys and values were
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < RS; ++i) group_sums[(position_group * G + g) * DV + sum_dims + i] = sums[g][i];
+  __syncthreads();
+  float acc[R] = {};
+  if (owns_output)
+    for (int pg = 0; pg < PG; ++pg)
+#pragma unroll
+      for (int i = 0; i < R; ++i) acc[i] += group_sums[(pg * G + g_out) * DV + d0 + i];
+
+  bf16* row_out = out + static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(kv_head) * G * DV;
+  if (used_splits == 1) {  // the whole context in this block: normalize and write
+    if (owns_output) {
+      const float m = run_m[g_out], sink = sinks ? sinks[kv_head * G + g_out] : -FLT_MAX, top = fmaxf(m, sink);
+      const float scale = __expf(m - top);
+      const float total = run_l[g_out] * scale + (sinks ? __expf(sink - top) : 0.0f);
+#pragma unroll
+      for (int i = 0; i < R; ++i) row_out[g_out * DV + d0 + i] = __float2bfloat16(acc[i] * scale / total);
+    }
     return;
   }
 
-  // The block's four partials into one: rescaled to the block's maximum and summed in a fixed
-  // order ((w0 + w2) + (w1 + w3)), so a row's output does not depend on timing.
-  if (lane == 0)
+  // The block's partial: [m, l, acc[DV]] per query head, at its split.
+  const size_t row_head = static_cast<size_t>(row) * h.kv_heads + kv_head;
+  constexpr size_t kPartial = size_t(G) * (DV + 2);
+  float* row_partials = scratch.partial + row_head * scratch.splits * kPartial;
+  float* mine = row_partials + split * kPartial + g_out * (DV + 2);
+  if (owns_output) {
+    if (d0 == 0) mine[0] = run_m[g_out], mine[1] = run_l[g_out];
 #pragma unroll
-    for (int g = 0; g < G; ++g) warp_m[warp][g] = m[g], warp_l[warp][g] = l[g];
-  __syncthreads();  // q_s is read no more: `shared` holds accumulators from here on
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    float block_m = warp_m[0][g], block_l = 0;
-#pragma unroll
-    for (int w = 1; w < kAttentionWarps; ++w) block_m = fmaxf(block_m, warp_m[w][g]);
-#pragma unroll
-    for (int w = 0; w < kAttentionWarps; ++w) block_l += warp_l[w][g] * __expf(warp_m[w][g] - block_m);
-    const float scale = __expf(m[g] - block_m);
-#pragma unroll
-    for (int i = 0; i < P; ++i) acc[g][i] *= scale;
-    m[g] = block_m, l[g] = block_l;
+    for (int i = 0; i < R; ++i) mine[2 + d0 + i] = acc[i];
   }
-  float(*held)[G][DV] = reinterpret_cast<float(*)[G][DV]>(shared);
-  for (int half = kAttentionWarps / 2; half >= 1; half /= 2) {
-    if (warp >= half && warp < 2 * half && owns_dims)
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < P; ++i) held[warp - half][g][dim(i)] = acc[g][i];
-    __syncthreads();
-    if (warp < half && owns_dims)
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < P; ++i) acc[g][i] += held[warp][g][dim(i)];
-    __syncthreads();
-  }
+  if (used_splits <= scratch.combine_max_splits) return;  // the combine kernel merges this row
 
-  // The block's partial (in its warp 0's place); the last block of the row to arrive merges them
-  // all, each made visible by a fence before its arrival is counted.
-  if (warp == 0) {
-    store_partial(row_partials + split * kAttentionWarps * slot);
-    __threadfence();
-  }
+  // The last block of the row to arrive merges every split's partial, each made visible by a
+  // fence before its arrival is counted.
+  __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (tid == 0) {
     merges_all = atomicAdd(&scratch.arrivals[row_head], 1u) == unsigned(used_splits - 1);
     if (merges_all) scratch.arrivals[row_head] = 0;  // ready for the next layer's kernel
   }
   __syncthreads();
   if (!merges_all) return;
   __threadfence();
-  float* head_m = warp_m[0];  // reused: each head's maximum and softmax sum over all the splits
-  float* head_l = warp_l[0];
-  if (threadIdx.x < G) {
-    const int g = threadIdx.x;
+  if (tid < G) {  // each head's maximum and softmax sum over all the splits (reusing run_m, run_l)
+    const int g = tid;
     const float sink = sinks ? sinks[kv_head * G + g] : -FLT_MAX;
     float top = sink;
-    for (int sp = 0; sp < used_splits; ++sp) top = fmaxf(top, __ldcg(row_partials + sp * kAttentionWarps * slot + g * (DV + 2)));
+    for (int sp = 0; sp < used_splits; ++sp) top = fmaxf(top, __ldcg(row_partials + sp * kPartial + g * (DV + 2)));
     float total = sinks ? __expf(sink - top) : 0.0f;
     for (int sp = 0; sp < used_splits; ++sp) {
-      const float* part = row_partials + sp * kAttentionWarps * slot + g * (DV + 2);
+      const float* part = row_partials + sp * kPartial + g * (DV + 2);
       total += __ldcg(part + 1) * __expf(__ldcg(part) - top);
     }
-    head_m[g] = top, head_l[g] = total;
+    run_m[g] = top, run_l[g] = total;
   }
   __syncthreads();
-  bf16* row_out = out + static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(kv_head) * G * DV;
-  for (int o = threadIdx.x; o < G * DV; o += blockDim.x) {
+  for (int o = tid; o < G * DV; o += Tile::kThreads) {
     const int g = o / DV, d = o % DV;
     float sum = 0;
 #pragma unroll 8
     for (int sp = 0; sp < used_splits; ++sp) {
-      const float* part = row_partials + sp * kAttentionWarps * slot + g * (DV + 2);
-      sum += __ldcg(part + 2 + d) * __expf(__ldcg(part) - head_m[g]);
+      const float* part = row_partials + sp * kPartial + g * (DV + 2);
+      sum += __ldcg(part + 2 + d) * __expf(__ldcg(part) - run_m[g]);
     }
-    row_out[o] = __float2bfloat16(sum / head_l[g]);
+    row_out[o] = __float2bfloat16(sum / run_l[g]);
   }
 }
 
-// One block per (row, query head), one thread per value dim, for rows of at most
-// combine_max_splits splits (the attention kernel merged the others). A sink joins the softmax's denominator only.
+// One block per (row, query head), one thread per value dim, for rows of 2 to combine_max_splits
+// splits (the attention kernel wrote the others itself). A sink joins the softmax's denominator only.
 template <int DV, int G>
 __global__ void combine_kernel(HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                                AttentionScratch scratch, bf16* out) {
+  // Every block waits, even one with nothing to do: the next kernel's wait covers the attention
+  // kernel only through this one's.
   wait_for_previous_kernel();
   allow_next_kernel();
+  // Only the splits that had positions wrote anything (the attention kernel's arithmetic).
   const int row = blockIdx.x, q_head = blockIdx.y;
-  const int kv_head = q_head / G, g = q_head % G;
-  const float* base = scratch.partial +
-                      (static_cast<size_t>(row) * h.kv_heads + kv_head) * scratch.splits * kAttentionWarps * G * (DV + 2) +
-                      g * (DV + 2);
-  const size_t stride = static_cast<size_t>(G) * (DV + 2);
-  // Only the splits that had positions wrote anything worth reading (same arithmetic as above).
   const int length = rows.kv_end[row] - context_begin(kv, rows.kv_end[row]);
-  const int chunk = max((length + scratch.splits - 1) / scratch.splits, kMinPositionsPerBlock);
-  const int used_splits = min(scratch.splits, (length + chunk - 1) / chunk);
-  if (used_splits > scratch.combine_max_splits) return;
-  const int partials = used_splits * kAttentionWarps;
+  const int chunk = max((length + scratch.splits - 1) / scratch.splits, scratch.min_split_positions);
+  const int used_splits = (length + chunk - 1) / chunk;
+  if (used_splits == 1 || used_splits > scratch.combine_max_splits) return;
+  const int kv_head = q_head / G, g = q_head % G;
+  const size_t stride = static_cast<size_t>(G) * (DV + 2);
+  const float* base = scratch.partial + (static_cast<size_t>(row) * h.kv_heads + kv_head) * scratch.splits * stride +
+                      g * (DV + 2);
   const float sink = sinks ? sinks[q_head] : -FLT_MAX;
   float m = sink;
 #pragma unroll 8
-  for (int p = 0; p < partials; ++p) m = fmaxf(m, base[p * stride]);
+  for (int p = 0; p < used_splits; ++p) m = fmaxf(m, base[p * stride]);
   float l = sinks ? __expf(sink - m) : 0.0f, acc = 0;
   const int d = threadIdx.x;
 #pragma unroll 8
-  for (int p = 0; p < partials; ++p) {
+  for (int p = 0; p < used_splits; ++p) {
     const float* part = base + p * stride;
-    if (part[1] == 0.0f) continue;  // an empty split or warp
     const float w = __expf(part[0] - m);
     l += part[1] * w;
     if (d < DV) acc += part[2 + d] * w;
@@ -410,8 +481,15 @@ void dispatch_qk(const float* qkv, const float* q_norm, const float* k_norm, flo
 template <int DK, int DV, int G>
 void dispatch_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                         AttentionScratch scratch, bf16* out, cudaStream_t s) {
-  launch(attention_kernel<DK, DV, G>, dim3(rows.rows, h.kv_heads, scratch.splits), kAttentionWarps * 32, 0, s, q, h,
-         rows, kv, sinks, scratch, out);
+  using Tile = AttentionTile<DK, DV, G>;
+  static const bool shared_memory_granted = [] {  // above the 48 KB a kernel gets unasked
+    ULTRASERVE_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<DK, DV, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(Tile::kSharedBytes)));
+    return true;
+  }();
+  (void)shared_memory_granted;
+  launch(attention_kernel<DK, DV, G>, dim3(rows.rows, h.kv_heads, scratch.splits), Tile::kThreads, Tile::kSharedBytes,
+         s, q, h, rows, kv, sinks, scratch, out);
   launch(combine_kernel<DV, G>, dim3(rows.rows, h.q_heads), DV < 32 ? 32 : DV, 0, s, h, rows, kv, sinks, scratch, out);
 }
 
@@ -474,8 +552,7 @@ int attention_splits(int rows, int kv_heads, int multiprocessors, int max_splits
 }
 
 size_t attention_scratch_floats(int rows, HeadShape h, int splits) {
-  return static_cast<size_t>(rows) * h.kv_heads * splits * kAttentionWarps * h.q_heads / h.kv_heads *
-         (h.v_head_dim + 2);
+  return static_cast<size_t>(rows) * h.kv_heads * splits * h.q_heads / h.kv_heads * (h.v_head_dim + 2);
 }
 
 }  // namespace ultraserve::gpu

@@ -141,10 +141,11 @@ void qk_norm_rope_store(const float* qkv, const float* q_norm, const float* k_no
 // that the last one merges them. `sinks` (per query head, may be null): a learned logit that joins
 // each softmax and attends to nothing.
 struct AttentionScratch {
-  float* partial;          // [rows][kv_heads][splits][warps][group][v_head_dim + 2]
-  unsigned* arrivals;      // [rows][kv_heads], zero before and after every kernel
+  float* partial;           // [rows][kv_heads][splits][group][v_head_dim + 2]
+  unsigned* arrivals;       // [rows][kv_heads], zero before and after every kernel
   int splits;
-  int combine_max_splits;  // rows of more splits than this are merged by their last block
+  int combine_max_splits;   // rows of more splits than this are merged by their last block
+  int min_split_positions;  // a split is never shorter (GpuModelOptions::attention_split_positions)
 };
 void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                      AttentionScratch scratch, bf16* out, cudaStream_t s);

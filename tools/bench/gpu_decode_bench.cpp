@@ -35,7 +35,8 @@ struct BenchOptions : CommandOptions {
   std::string config = "config/models/qwen3-30b-a3b.json", experts = "mxfp4", json;
   std::vector<int64_t> contexts{128, 4096}, batches{8, 32, 128}, pass_tokens{1, 2, 4, 8, 16};
   int64_t steps = 50, batch_context = 512, seed = 1, gemv_rows = gpu::GpuModelOptions{}.gemv_max_rows, layers = 0,
-          combine_max_splits = gpu::GpuModelOptions{}.attention_combine_max_splits;
+          combine_max_splits = gpu::GpuModelOptions{}.attention_combine_max_splits,
+          split_positions = gpu::GpuModelOptions{}.attention_split_positions;
   bool fp8_tensor_cores = false;
   BenchOptions()
       : CommandOptions("gpu_decode_bench [--config FILE] [--experts mxfp4|bf16] [--contexts '[128,4096]'] "
@@ -53,6 +54,7 @@ struct BenchOptions : CommandOptions {
         .add(gemv_rows, "gemv-rows", "passes of up to this many rows use our GEMV, larger ones cuBLAS (0..8)")
         .add(fp8_tensor_cores, "fp8-tensor-cores", "FP8 projections of larger passes on FP8 tensor cores")
         .add(combine_max_splits, "combine-max-splits", "rows of up to this many attention splits merged by the combine kernel")
+        .add(split_positions, "split-positions", "the fewest context positions an attention split gets")
         .add(json, "json", "write the results as JSON here");
   }
 };
@@ -135,6 +137,7 @@ int main(int argc, char** argv) {
     mo.gemv_max_rows = static_cast<int>(o.gemv_rows);
     mo.fp8_tensor_cores = o.fp8_tensor_cores;
     mo.attention_combine_max_splits = static_cast<int>(o.combine_max_splits);
+    mo.attention_split_positions = static_cast<int>(o.split_positions);
     const size_t blocks_needed =
         size_t(max_batch) * ((o.batch_context + o.steps + 8) / mo.kv_block_size + 2) + mo.max_context / mo.kv_block_size + 2;
     mo.kv_blocks = static_cast<int>(blocks_needed);
