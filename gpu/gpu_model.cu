@@ -174,7 +174,7 @@ class CudaModel final : public GpuModel {
 
   DeviceBuffer<float> x_, qkv_, q_, delta_, router_logits_, expert_weight_, expert_out_, dense_gate_up_,
       attention_partial_, logits_;
-  DeviceBuffer<unsigned> attention_arrivals_;
+  DeviceBuffer<unsigned> attention_arrivals_, router_arrivals_;
   DeviceBuffer<uint16_t> xn_, attn_out_, act_, dense_act_, taps_;
   DeviceBuffer<uint16_t> fp8_dequantized_;  // an FP8 weight as bf16, for passes too large for the FP8 GEMV
   std::unique_ptr<Fp8TensorCores> fp8_tensor_cores_;  // or those passes on FP8 tensor cores
@@ -258,6 +258,8 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
   attention_partial_ = DeviceBuffer<float>(partial);
   attention_arrivals_ = DeviceBuffer<unsigned>(size_t(max_rows_) * widest_kv_heads);
   ULTRASERVE_CUDA_CHECK(cudaMemset(attention_arrivals_.get(), 0, attention_arrivals_.bytes()));
+  router_arrivals_ = DeviceBuffer<unsigned>(1);
+  ULTRASERVE_CUDA_CHECK(cudaMemset(router_arrivals_.get(), 0, router_arrivals_.bytes()));
   size_t fp8_elements = 0;
   int fp8_widest = 0;
   for (const DeviceLayerWeights& l : w_.layers)
@@ -386,15 +388,24 @@ void CudaModel::layer(const LayerStack& stack, int index, int rows, ResidualDelt
   stage("attention");
   project(l.o, reinterpret_cast<bf16*>(attn_out_.get()), rows, delta_.get());
   stage("o projection");
-  add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
-  stage("post-attention norm");
+  const Routing routing{expert_of_pair_.get(), expert_weight_.get(), pairs_by_expert_.get(), active_experts_.get(),
+                        expert_begin_.get()};
+  if (l.moe && rows <= matmul_.gemv_max_rows && norm_route_fits(rows, H)) {  // decode: one kernel for the three
+    norm_route_tokens({x_.get(), delta_.get(), l.post_attention_norm.get(), eps, H, as_bf16(l.router), E, k,
+                       router_rule(c, l), router_logits_.get(), xn, router_arrivals_.get()},
+                      rows, routing, s);
+    stage("post-attention norm + router + routing");
+  } else {
+    add_rms_norm(x_.get(), {.dense = delta_.get()}, l.post_attention_norm.get(), eps, H, nullptr, rows, true, xn, s);
+    stage("post-attention norm");
+    if (l.moe) {
+      linear(matmul_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
+      stage("router");
+      route_tokens(router_logits_.get(), rows, E, k, router_rule(c, l), routing, s);
+      stage("routing");
+    }
+  }
   if (l.moe) {
-    const Routing routing{expert_of_pair_.get(), expert_weight_.get(), pairs_by_expert_.get(), active_experts_.get(),
-                          expert_begin_.get()};
-    linear(matmul_, as_bf16(l.router), E, H, xn, rows, router_logits_.get(), s);
-    stage("router");
-    route_tokens(router_logits_.get(), rows, E, k, router_rule(c, l), routing, s);
-    stage("routing");
     const int max_active = std::min(E, rows * k);
     bf16* act = reinterpret_cast<bf16*>(act_.get());
     experts_gate_up(expert_weights(l), xn, k, routing, max_active, act, s);

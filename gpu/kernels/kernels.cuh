@@ -178,6 +178,26 @@ struct RouterRule {
 // One block: the routing of a step is small.
 void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, const RouterRule& rule, Routing r,
                   cudaStream_t s);
+// The post-attention residual add + RMS norm (x += delta; xn = rms_norm(x) * norm_weight), the
+// router's logits (bf16 router [num_experts][hidden], the GEMV's sums) and route_tokens, as one
+// kernel: for passes of up to kMaxGemvRows rows that norm_route_fits. `arrivals`: one counter,
+// zero before and after.
+struct NormRoute {
+  float* x;                 // [rows][hidden], the residual, updated
+  const float* delta;       // [rows][hidden], added to it
+  const float* norm_weight; // [hidden]
+  float eps;
+  int hidden;
+  const bf16* router;
+  int num_experts, top_k;
+  RouterRule rule;
+  float* logits;            // [rows][num_experts], written
+  bf16* xn;                 // [rows][hidden], written
+  unsigned* arrivals;
+};
+constexpr size_t kNormRouteSharedBytes = 32 * 1024;  // the normalized rows in shared memory (with the routing's own, under 48 KB)
+bool norm_route_fits(int rows, int hidden);
+void norm_route_tokens(const NormRoute& a, int rows, Routing r, cudaStream_t s);
 
 // ExpertFormat: gpu/expert_format.h
 struct ExpertWeights {  // every expert of one layer, expert-major

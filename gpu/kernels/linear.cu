@@ -10,22 +10,13 @@
 #include <type_traits>
 
 #include "gpu/cuda_util.cuh"
+#include "gpu/kernels/gemv_row.cuh"
 #include "gpu/kernels/kernels.cuh"
 
 namespace ultraserve::gpu {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-
-// y[r, out] = the warp's sum of acc[r], for each row r (lane r writes it).
-template <int Rows>
-__device__ __forceinline__ void store_warp_sums(const float (&acc)[Rows], int lane, float* y, int n, int out) {
-#pragma unroll
-  for (int r = 0; r < Rows; ++r) {
-    const float v = warp_sum(acc[r]);
-    if (lane == r) y[static_cast<size_t>(r) * n + out] = v;
-  }
-}
 
 // Calls f(std::integral_constant<int, rows>{}) when 1 <= rows <= kMaxGemvRows (the GEMVs' row
 // counts are template arguments); false otherwise.
@@ -42,12 +33,6 @@ bool with_gemv_rows(int rows, F&& f) {
   }
 }
 
-// Weights do not depend on the kernel before, so a warp loads the first kPreloadedChunks chunks
-// of its row per lane (all of a 2048-wide bf16 row, or of a 4096-wide FP8 one) before it waits
-// for that kernel: launched early (programmatic dependent launch), a GEMV streams its weights
-// while the kernel before it drains. The sums run in the same order either way.
-constexpr int kPreloadedChunks = 8;
-
 template <int Rows>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const bf16* w, int n, int k, const bf16* x, float* y) {
   const int lane = threadIdx.x % 32;
@@ -55,29 +40,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const bf16* w
   const int chunks = k / 8;
   const uint4* wrow = reinterpret_cast<const uint4*>(w + static_cast<size_t>(min(out, n - 1)) * k);
   uint4 early[kPreloadedChunks];
-#pragma unroll
-  for (int j = 0; j < kPreloadedChunks; ++j)
-    early[j] = out < n && lane + 32 * j < chunks ? __ldcs(wrow + lane + 32 * j) : uint4{};  // streamed once
+  preload_row(wrow, chunks, out < n, lane, early);
   wait_for_previous_kernel();
   allow_next_kernel();
   if (out >= n) return;
   float acc[Rows] = {};
-  const auto apply = [&](uint4 raw, int c) {
-    float wf[8];
-    bf16x8_to_float(raw, wf);
-#pragma unroll
-    for (int r = 0; r < Rows; ++r) {
-      float xf[8];
-      bf16x8_to_float(reinterpret_cast<const uint4*>(x + static_cast<size_t>(r) * k)[c], xf);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
-    }
-  };
-#pragma unroll
-  for (int j = 0; j < kPreloadedChunks; ++j)
-    if (lane + 32 * j < chunks) apply(early[j], lane + 32 * j);
-#pragma unroll 8  // the rest of a longer row, every chunk in flight at once
-  for (int c = lane + 32 * kPreloadedChunks; c < chunks; c += 32) apply(__ldcs(wrow + c), c);
+  row_dot<Rows>(wrow, chunks, x, lane, early, acc);
   store_warp_sums(acc, lane, y, n, out);
 }
 

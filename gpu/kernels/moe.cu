@@ -8,6 +8,7 @@
 #include <cfloat>
 
 #include "gpu/cuda_util.cuh"
+#include "gpu/kernels/gemv_row.cuh"
 #include "gpu/kernels/kernels.cuh"
 
 namespace ultraserve::gpu {
@@ -92,14 +93,14 @@ __device__ void limit_to_best_groups(float (&choice)[kExpertsPerLane], int num_e
   }
 }
 
-// Sigmoid: the rule of RouterRule::sigmoid_grouped, as a template argument so that the softmax
-// routing of Qwen3-MoE pays nothing for the other (at run time it cost 1.5 us a layer on the H200).
+// The routing of `rows` rows by one block of kRouteThreads. Sigmoid: the rule of
+// RouterRule::sigmoid_grouped, as a template argument so that the softmax routing of Qwen3-MoE
+// pays nothing for the other (at run time it cost 1.5 us a layer on the H200). The logits are
+// read through L2 only: in the fused kernel below other blocks have just written them.
 template <bool Sigmoid>
-__global__ void __launch_bounds__(kRouteThreads)
-    route_kernel(const float* logits, int rows, int num_experts, int top_k, RouterRule rule, Routing r) {
+__device__ void route_rows(const float* logits, int rows, int num_experts, int top_k, const RouterRule& rule,
+                           const Routing& r) {
   __shared__ int count[kMaxRoutedExperts], begin[kMaxRoutedExperts], cursor[kMaxRoutedExperts];
-  wait_for_previous_kernel();
-  allow_next_kernel();
   for (int e = threadIdx.x; e < num_experts; e += blockDim.x) count[e] = 0, cursor[e] = 0;
   __syncthreads();
 
@@ -113,7 +114,7 @@ __global__ void __launch_bounds__(kRouteThreads)
 #pragma unroll
     for (int j = 0; j < kExpertsPerLane; ++j) {
       const int e = lane + 32 * j;
-      choice[j] = e < num_experts ? x[e] : -FLT_MAX;
+      choice[j] = e < num_experts ? __ldcg(x + e) : -FLT_MAX;
       mx = fmaxf(mx, choice[j]);
     }
     float sum = 0;  // of the softmax
@@ -185,6 +186,95 @@ __global__ void __launch_bounds__(kRouteThreads)
     const int e = r.expert_of_pair[pair];
     r.pairs_by_expert[begin[e] + atomicAdd(&cursor[e], 1)] = pair;
   }
+}
+
+template <bool Sigmoid>
+__global__ void __launch_bounds__(kRouteThreads)
+    route_kernel(const float* logits, int rows, int num_experts, int top_k, RouterRule rule, Routing r) {
+  wait_for_previous_kernel();
+  allow_next_kernel();
+  route_rows<Sigmoid>(logits, rows, num_experts, top_k, rule, r);
+}
+
+// ---- post-attention norm, router and routing in one kernel ---------------------------------------
+// For decode-sized passes: block b's warps multiply router rows 8 b .. 8 b + 7 by the normalized
+// rows, which every block computes for itself into shared memory (a few KB each, read from L2);
+// the last block to finish stores the residual and the normalized rows for the kernels after, and
+// routes. A layer's norm, router GEMV and routing kernels become one: two kernel boundaries fewer.
+constexpr int kRouterRowsPerBlock = kRouteThreads / 32;
+constexpr int kMaxNormVectors = 8;  // float4s of a row per thread: hidden up to 8192
+
+template <int Rows, bool Sigmoid>
+__global__ void __launch_bounds__(kRouteThreads) norm_route_kernel(NormRoute a, Routing r) {
+  extern __shared__ __align__(16) unsigned char shared_rows[];
+  bf16* xn_s = reinterpret_cast<bf16*>(shared_rows);  // [Rows][hidden]
+  __shared__ float warp_squares[kRouteThreads / 32];
+  __shared__ bool routes;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int expert = blockIdx.x * kRouterRowsPerBlock + warp;
+  const int chunks = a.hidden / 8, vectors = a.hidden / 4;
+  const uint4* wrow = reinterpret_cast<const uint4*>(a.router + static_cast<size_t>(min(expert, a.num_experts - 1)) * a.hidden);
+  uint4 early[kPreloadedChunks];
+  preload_row(wrow, chunks, expert < a.num_experts, lane, early);
+  wait_for_previous_kernel();
+  allow_next_kernel();
+
+  const float4* gamma = reinterpret_cast<const float4*>(a.norm_weight);
+  for (int row = 0; row < Rows; ++row) {  // xn = rms_norm(x + delta), as add_rms_norm computes it
+    const float4* x4 = reinterpret_cast<const float4*>(a.x + static_cast<size_t>(row) * a.hidden);
+    const float4* d4 = reinterpret_cast<const float4*>(a.delta + static_cast<size_t>(row) * a.hidden);
+    float4 v[kMaxNormVectors];
+    float squares = 0;
+#pragma unroll
+    for (int j = 0; j < kMaxNormVectors; ++j) {
+      const int c = tid + j * kRouteThreads;
+      if (c >= vectors) continue;
+      const float4 x = x4[c], d = d4[c];
+      v[j] = make_float4(x.x + d.x, x.y + d.y, x.z + d.z, x.w + d.w);
+      squares += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+    squares = warp_sum(squares);
+    if (lane == 0) warp_squares[warp] = squares;
+    __syncthreads();
+    float total = 0;
+#pragma unroll
+    for (int w = 0; w < kRouteThreads / 32; ++w) total += warp_squares[w];
+    const float scale = rsqrtf(total / a.hidden + a.eps);
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(xn_s + static_cast<size_t>(row) * a.hidden);
+#pragma unroll
+    for (int j = 0; j < kMaxNormVectors; ++j) {
+      const int c = tid + j * kRouteThreads;
+      if (c >= vectors) continue;
+      const float4 g = gamma[c];
+      o[2 * c] = __floats2bfloat162_rn(v[j].x * scale * g.x, v[j].y * scale * g.y);
+      o[2 * c + 1] = __floats2bfloat162_rn(v[j].z * scale * g.z, v[j].w * scale * g.w);
+    }
+    __syncthreads();  // xn_s complete; warp_squares free for the next row
+  }
+
+  if (expert < a.num_experts) {
+    float acc[Rows] = {};
+    row_dot<Rows>(wrow, chunks, xn_s, lane, early, acc);
+    store_warp_sums(acc, lane, a.logits, a.num_experts, expert);
+  }
+  __threadfence();  // this block's logits visible before its arrival is counted
+  __syncthreads();
+  if (tid == 0) {
+    routes = atomicAdd(a.arrivals, 1u) == gridDim.x - 1;
+    if (routes) *a.arrivals = 0;  // ready for the next layer
+  }
+  __syncthreads();
+  if (!routes) return;
+  __threadfence();
+  // Every block has read x by now: the residual and the normalized rows go out once.
+  for (int i = tid; i < Rows * vectors; i += kRouteThreads) {
+    float4* x4 = reinterpret_cast<float4*>(a.x) + i;
+    const float4 x = *x4, d = reinterpret_cast<const float4*>(a.delta)[i];
+    *x4 = make_float4(x.x + d.x, x.y + d.y, x.z + d.z, x.w + d.w);
+  }
+  for (int i = tid; i < Rows * chunks; i += kRouteThreads)
+    reinterpret_cast<uint4*>(a.xn)[i] = reinterpret_cast<const uint4*>(xn_s)[i];
+  route_rows<Sigmoid>(a.logits, Rows, a.num_experts, a.top_k, a.rule, r);
 }
 
 // ---- weight formats ------------------------------------------------------------------------------
@@ -392,15 +482,46 @@ void check_shape(const ExpertWeights& w) {
     throw GpuError("experts: hidden and expert width must be multiples of " + std::to_string(unit) + " for this format");
 }
 
-}  // namespace
-
-void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, const RouterRule& rule, Routing r,
-                  cudaStream_t s) {
+void check_routing(int num_experts, int top_k, const RouterRule& rule) {
   if (top_k > 32 || top_k > num_experts) throw GpuError("route_tokens: top_k above 32 or above the expert count");
   if (num_experts > kMaxRoutedExperts) throw GpuError("route_tokens: more than " + std::to_string(kMaxRoutedExperts) + " experts");
   if (rule.sigmoid_grouped && (!rule.bias || rule.n_group < 1 || rule.n_group > kMaxExpertGroups ||
                                num_experts % rule.n_group || rule.topk_group < 1 || rule.topk_group > rule.n_group))
     throw GpuError("route_tokens: sigmoid routing needs a bias and 1..64 groups dividing the experts");
+}
+
+template <int Rows>
+void launch_norm_route(const NormRoute& a, Routing r, cudaStream_t s) {
+  const int blocks = (a.num_experts + kRouterRowsPerBlock - 1) / kRouterRowsPerBlock;
+  const size_t shared = size_t(Rows) * a.hidden * sizeof(bf16);
+  if (a.rule.sigmoid_grouped)
+    launch(norm_route_kernel<Rows, true>, blocks, kRouteThreads, shared, s, a, r);
+  else
+    launch(norm_route_kernel<Rows, false>, blocks, kRouteThreads, shared, s, a, r);
+}
+
+}  // namespace
+
+bool norm_route_fits(int rows, int hidden) {
+  return rows >= 1 && rows <= kMaxGemvRows && hidden % 8 == 0 && hidden <= 4 * kMaxNormVectors * kRouteThreads &&
+         size_t(rows) * hidden * sizeof(bf16) <= kNormRouteSharedBytes;
+}
+
+void norm_route_tokens(const NormRoute& a, int rows, Routing r, cudaStream_t s) {
+  check_routing(a.num_experts, a.top_k, a.rule);
+  if (!norm_route_fits(rows, a.hidden)) throw GpuError("norm_route_tokens: too many rows or too wide a hidden size");
+  switch (rows) {
+#define ULTRASERVE_NORM_ROUTE_CASE(R) \
+  case R: return launch_norm_route<R>(a, r, s);
+    ULTRASERVE_NORM_ROUTE_CASE(1) ULTRASERVE_NORM_ROUTE_CASE(2) ULTRASERVE_NORM_ROUTE_CASE(3) ULTRASERVE_NORM_ROUTE_CASE(4)
+    ULTRASERVE_NORM_ROUTE_CASE(5) ULTRASERVE_NORM_ROUTE_CASE(6) ULTRASERVE_NORM_ROUTE_CASE(7) ULTRASERVE_NORM_ROUTE_CASE(8)
+#undef ULTRASERVE_NORM_ROUTE_CASE
+  }
+}
+
+void route_tokens(const float* router_logits, int rows, int num_experts, int top_k, const RouterRule& rule, Routing r,
+                  cudaStream_t s) {
+  check_routing(num_experts, top_k, rule);
   if (rule.sigmoid_grouped)
     launch(route_kernel<true>, 1, kRouteThreads, 0, s, router_logits, rows, num_experts, top_k, rule, r);
   else
