@@ -173,7 +173,7 @@ __device__ __forceinline__ void wait_for_async_copies() {
 // cache addresses are looked up while this tile's copies fly.
 template <int DK, int DV, int G>
 struct AttentionTile {
-  static constexpr int kThreads = 256;
+  static constexpr int kThreads = 256;  // at least 1 block an SM, said to ptxas: without it, it spilled
   static constexpr int kPositions = DK + DV <= 256 ? 128 : 64;  // keeps a tile's shared memory near 80 KB
   // A key row padded by 16 bytes: the lanes of a warp, reading the same 16-byte chunk of
   // consecutive rows, then fall in different banks.

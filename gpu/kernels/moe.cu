@@ -20,10 +20,20 @@ namespace {
 // to memory, and lane j keeps pick j. Then warp 0 turns the per-expert counts into offsets and
 // the list of active experts with one warp-wide scan. (The first version scanned the experts on
 // one thread: 13 us a layer.)
-constexpr int kRouteThreads = 256;
+constexpr int kRouteThreads = 256;  // launched with a minimum of 1 block an SM: without it ptxas spills
 constexpr int kMaxRoutedExperts = 512;
 constexpr int kExpertsPerLane = kMaxRoutedExperts / 32;
 constexpr int kMaxExpertGroups = 64;
+constexpr int kSharedPairs = 1024;
+
+// A float's order as an unsigned's (for the warp's max reduction), and back.
+__device__ __forceinline__ unsigned ordered_bits(float v) {
+  const unsigned u = __float_as_uint(v);
+  return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+__device__ __forceinline__ float from_ordered_bits(unsigned bits) {
+  return __uint_as_float(bits & 0x80000000u ? bits & 0x7fffffffu : ~bits);
+}
 
 __device__ __forceinline__ bool better(float v, int e, float best_v, int best_e) {
   return v > best_v || (v == best_v && e < best_e);  // ties: the lower expert id, as torch.topk
@@ -101,6 +111,7 @@ template <bool Sigmoid>
 __device__ void route_rows(const float* logits, int rows, int num_experts, int top_k, const RouterRule& rule,
                            const Routing& r) {
   __shared__ int count[kMaxRoutedExperts], begin[kMaxRoutedExperts], cursor[kMaxRoutedExperts];
+  __shared__ int expert_of_pair[kSharedPairs];  // the first pairs' picks, read back without a memory round trip
   for (int e = threadIdx.x; e < num_experts; e += blockDim.x) count[e] = 0, cursor[e] = 0;
   __syncthreads();
 
@@ -133,22 +144,23 @@ __device__ void route_rows(const float* logits, int rows, int num_experts, int t
         if (lane + 32 * j < num_experts) sum += __expf(choice[j] - mx);
       sum = warp_sum(sum);
     }
+    // Pick k: each lane's best (the lower expert on a tie), then the warp's best value by one
+    // reduction over its bits and the lowest expert holding it by another (a shuffle tree of
+    // value, expert and weight took 15 dependent shuffles a pick).
     float my_p = 0, picked_sum = 0;
     int my_e = 0;
     for (int k = 0; k < top_k; ++k) {
-      float best_v = -FLT_MAX, best_w = 0;
-      int best_e = 0x7fffffff;
+      unsigned lane_best = 0, lane_e = 0xffffffffu;
+      float lane_w = 0;
 #pragma unroll
-      for (int j = 0; j < kExpertsPerLane; ++j)
-        if (lane + 32 * j < num_experts && better(choice[j], lane + 32 * j, best_v, best_e))
-          best_v = choice[j], best_e = lane + 32 * j, best_w = weight[j];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
-        const float ow = Sigmoid ? __shfl_xor_sync(0xffffffffu, best_w, o) : 0.0f;
-        const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-        if (better(ov, oe, best_v, best_e)) best_v = ov, best_e = oe, best_w = ow;
+      for (int j = 0; j < kExpertsPerLane; ++j) {
+        const unsigned bits = ordered_bits(choice[j]);
+        if (lane + 32 * j < num_experts && bits > lane_best) lane_best = bits, lane_e = lane + 32 * j, lane_w = weight[j];
       }
+      const unsigned top = __reduce_max_sync(0xffffffffu, lane_best);
+      const int best_e = static_cast<int>(__reduce_min_sync(0xffffffffu, lane_best == top ? lane_e : 0xffffffffu));
+      const float best_v = from_ordered_bits(top);
+      float best_w = Sigmoid ? __shfl_sync(0xffffffffu, lane_w, best_e % 32) : 0.0f;
       if constexpr (!Sigmoid) best_w = __expf(best_v - mx) / sum;
       picked_sum += best_w;
       if (lane == k) my_p = best_w, my_e = best_e;
@@ -161,6 +173,7 @@ __device__ void route_rows(const float* logits, int rows, int num_experts, int t
       const int pair = row * top_k + lane;
       const float norm = !rule.norm_topk ? 1.0f : Sigmoid ? 1.0f / (picked_sum + 1e-20f) : 1.0f / picked_sum;
       r.expert_of_pair[pair] = my_e;
+      if (pair < kSharedPairs) expert_of_pair[pair] = my_e;
       r.weight_of_pair[pair] = my_p * norm * rule.scaling;
       atomicAdd(&count[my_e], 1);
     }
@@ -183,13 +196,13 @@ __device__ void route_rows(const float* logits, int rows, int num_experts, int t
   }
   __syncthreads();
   for (int pair = threadIdx.x; pair < rows * top_k; pair += blockDim.x) {
-    const int e = r.expert_of_pair[pair];
+    const int e = pair < kSharedPairs ? expert_of_pair[pair] : r.expert_of_pair[pair];
     r.pairs_by_expert[begin[e] + atomicAdd(&cursor[e], 1)] = pair;
   }
 }
 
 template <bool Sigmoid>
-__global__ void __launch_bounds__(kRouteThreads)
+__global__ void __launch_bounds__(kRouteThreads, 1)
     route_kernel(const float* logits, int rows, int num_experts, int top_k, RouterRule rule, Routing r) {
   wait_for_previous_kernel();
   allow_next_kernel();
@@ -205,7 +218,7 @@ constexpr int kRouterRowsPerBlock = kRouteThreads / 32;
 constexpr int kMaxNormVectors = 8;  // float4s of a row per thread: hidden up to 8192
 
 template <int Rows, bool Sigmoid>
-__global__ void __launch_bounds__(kRouteThreads) norm_route_kernel(NormRoute a, Routing r) {
+__global__ void __launch_bounds__(kRouteThreads, 1) norm_route_kernel(NormRoute a, Routing r) {
   extern __shared__ __align__(16) unsigned char shared_rows[];
   bf16* xn_s = reinterpret_cast<bf16*>(shared_rows);  // [Rows][hidden]
   __shared__ float warp_squares[kRouteThreads / 32];
