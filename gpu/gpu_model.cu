@@ -180,6 +180,14 @@ class CudaModel final : public GpuModel {
   std::unique_ptr<Fp8TensorCores> fp8_tensor_cores_;  // or those passes on FP8 tensor cores
   DeviceBuffer<int32_t> expert_of_pair_, pairs_by_expert_, active_experts_, expert_begin_, argmax_;
 
+  // The gapless decode step for one-row target passes, when step_plan_.runs.
+  void plan_persistent_decode();
+  void add_decode_step_stages(const PassRequest& request, std::vector<StageTime>& totals);
+  DecodeStep step_{};
+  DecodeStepPlan step_plan_;
+  DeviceBuffer<uint8_t> step_layers_;  // DecodeStepLayer per layer
+  DeviceBuffer<unsigned> step_barrier_;
+
   std::map<std::pair<Pass, int>, cudaGraphExec_t> graphs_;
   std::vector<std::pair<const char*, cudaEvent_t>>* stage_marks_ = nullptr;
 };
@@ -324,6 +332,7 @@ CudaModel::CudaModel(const ModelConfig& config, DeviceModelWeights weights, cons
     info_.draft_block_size = d.block_size;
     info_.draft_mask_token = d.mask_token_id;
   }
+  plan_persistent_decode();
   info_.vocab_size = c_.vocab_size;
   info_.kv_blocks = blocks;
   info_.kv_block_size = options.kv_block_size;
@@ -335,6 +344,45 @@ CudaModel::~CudaModel() {
   for (auto& [bucket, graph] : graphs_) cudaGraphExecDestroy(graph);
   if (cublas_) cublasDestroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+// The gapless decode step, where every layer is one it computes: full attention with bf16
+// projections and no sinks, experts behind a softmax router, and no draft tapping layer outputs.
+void CudaModel::plan_persistent_decode() {
+  const auto kernel_by_kernel = [&](const std::string& why) { info_.decode_step = "kernel by kernel: " + why; };
+  if (!options_.persistent_decode) return kernel_by_kernel("persistent_decode is off");
+  if (draft_) return kernel_by_kernel("a draft taps the layers");
+  if (!c_.num_experts) return kernel_by_kernel("not a mixture-of-experts model");
+  std::vector<DecodeStepLayer> layers;
+  for (int i = 0; i < c_.num_hidden_layers; ++i) {
+    const DeviceLayerWeights& l = w_.layers[i];
+    if (!l.moe || c_.is_sliding_layer(i) || l.qkv.is_fp8() || l.o.is_fp8() || !l.sinks.empty() ||
+        router_rule(c_, l).sigmoid_grouped)
+      return kernel_by_kernel("layer " + std::to_string(i) + " is dense, sliding, FP8, with sinks or sigmoid-routed");
+    layers.push_back({l.input_norm.get(), l.post_attention_norm.get(), l.q_norm.get(), l.k_norm.get(), as_bf16(l.qkv.bf16),
+                      as_bf16(l.o.bf16), as_bf16(l.router), l.experts_gate_up.get(), l.experts_gate_up_scales.get(),
+                      l.experts_down.get(), l.experts_down_scales.get(), target_kv_[i].layer_offset});
+  }
+  const HeadShape heads = head_shape(c_, 0);
+  const int splits = std::min(attention_splits(1, heads.kv_heads, multiprocessors_, kMaxAttentionSplits),
+                              std::max(1, multiprocessors_ / heads.kv_heads));
+  step_ = {nullptr, c_.num_hidden_layers, c_.hidden_size, c_.num_experts, c_.num_experts_per_tok,
+           c_.moe_intermediate_size, w_.experts, heads, static_cast<float>(c_.rms_norm_eps), c_.value_scale,
+           router_rule(c_, w_.layers[0]), rope_table(target_stack(), 0), {positions(), table_of(), kv_end(), 1},
+           target_kv_[0],
+           {attention_partial_.get(), attention_arrivals_.get(), splits, options_.attention_combine_max_splits,
+            options_.attention_split_positions},
+           x_.get(), qkv_.get(), reinterpret_cast<bf16*>(attn_out_.get()), router_logits_.get(),
+           reinterpret_cast<bf16*>(act_.get()), nullptr};
+  step_plan_ = plan_decode_step(step_, multiprocessors_);
+  if (!step_plan_.runs) return kernel_by_kernel(step_plan_.reason);
+  step_layers_ = DeviceBuffer<uint8_t>(layers.size() * sizeof(DecodeStepLayer));
+  ULTRASERVE_CUDA_CHECK(cudaMemcpy(step_layers_.get(), layers.data(), step_layers_.bytes(), cudaMemcpyHostToDevice));
+  step_barrier_ = DeviceBuffer<unsigned>(2);
+  ULTRASERVE_CUDA_CHECK(cudaMemset(step_barrier_.get(), 0, step_barrier_.bytes()));
+  step_.layers = reinterpret_cast<const DecodeStepLayer*>(step_layers_.get());
+  step_.barrier = step_barrier_.get();
+  info_.decode_step = "persistent";
 }
 
 ExpertWeights CudaModel::expert_weights(const DeviceLayerWeights& l) const {
@@ -458,7 +506,12 @@ void CudaModel::target_forward(int rows, int outputs) {
   stage("embed");
   const LayerStack stack = target_stack();
   ResidualDelta pending;  // what the last MLP owes the residual stream
-  for (int l = 0; l < L; ++l) layer(stack, l, rows, pending, tap_of(l - 1));
+  if (rows == 1 && step_plan_.runs) {
+    decode_step(step_, step_plan_, s);  // every layer; x holds the last one's output
+    stage("decode step (persistent)");
+  } else {
+    for (int l = 0; l < L; ++l) layer(stack, l, rows, pending, tap_of(l - 1));
+  }
   if (const RowCopy last = tap_of(L - 1); last.out) {  // the last layer's output is wanted for every row
     add_rms_norm(x_.get(), pending, w_.final_norm.get(), eps, H, nullptr, rows, true, xn, s, last);
     pending = {};
@@ -632,6 +685,33 @@ void CudaModel::stage(const char* name) {
   stage_marks_->push_back({name, e});
 }
 
+// The persistent step's own stages, from block 0's clock (its barriers: the wait for the slowest
+// block), summed over the layers; they replace the step's one row.
+void CudaModel::add_decode_step_stages(const PassRequest& r, std::vector<StageTime>& totals) {
+  const int L = c_.num_hidden_layers;
+  DeviceBuffer<unsigned long long> trace(size_t(L) * kDecodeStepTraceSlots);
+  step_.trace = trace.get();
+  const Shape shape = upload(r);
+  forward(Pass::target, shape.rows, shape.outputs);
+  step_.trace = nullptr;
+  ULTRASERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // (the stream does not block with the legacy one)
+  std::vector<unsigned long long> t(trace.size());
+  ULTRASERVE_CUDA_CHECK(cudaMemcpy(t.data(), trace.get(), trace.bytes(), cudaMemcpyDeviceToHost));
+  std::erase_if(totals, [](const StageTime& s) { return s.stage == "decode step (persistent)"; });
+  const auto at = [&](int layer, int slot) { return double(t[size_t(layer) * kDecodeStepTraceSlots + slot]); };
+  StageTime barriers{"persistent: the barriers after the stages", 0, 0};
+  for (int stage = 0; stage < 7; ++stage) {
+    StageTime s{std::string("persistent: ") + kDecodeStepStages[stage], 0, L};
+    for (int l = 0; l < L; ++l) {
+      s.seconds += (at(l, 2 * stage + 1) - at(l, 2 * stage)) * 1e-9;
+      barriers.seconds += (at(l, 2 * stage + 2) - at(l, 2 * stage + 1)) * 1e-9;
+      barriers.calls += at(l, 2 * stage + 2) > at(l, 2 * stage + 1);
+    }
+    totals.push_back(s);
+  }
+  totals.push_back(barriers);
+}
+
 // The pass launched kernel by kernel (no graph), an event after each stage; the time between
 // consecutive events is the stage's. Programmatic launch overlap blurs the edges slightly.
 std::vector<StageTime> CudaModel::stage_times(const PassRequest& r, int repeats) {
@@ -654,6 +734,7 @@ std::vector<StageTime> CudaModel::stage_times(const PassRequest& r, int repeats)
     }
     for (auto& [name, e] : marks) cudaEventDestroy(e);
   }
+  if (r.tokens.size() == 1 && step_plan_.runs) add_decode_step_stages(r, totals);
   return totals;
 }
 

@@ -57,6 +57,11 @@ struct GpuModelOptions {
   // The fewest positions a split of a row's context gets: shorter splits would fill more of the
   // device, but each costs a partial to merge (swept alongside).
   int attention_split_positions = 128;
+  // One-row target passes as the gapless decode step (kernels.cuh: decode_step), one persistent
+  // kernel for every layer, where the model's shapes allow it (GpuModelInfo::decode_step says).
+  // Off by default: it computes the same logits, but on the H200 its first version is slower than
+  // kernel by kernel (docs/perf.md, the persistent decode step).
+  bool persistent_decode = false;
 };
 
 struct PassRequest {
@@ -88,6 +93,9 @@ struct GpuModelInfo {
   // A hybrid model's sliding layers keep one ring per live sequence: kv_rings of them (0: none).
   // A pass may then carry at most max_rows_per_sequence rows of one sequence (0: no limit).
   int kv_rings = 0, max_rows_per_sequence = 0;
+  // How one-row target passes run: "persistent" (the gapless decode step) or, when it is off or
+  // the shapes rule it out, "kernel by kernel: " and why.
+  std::string decode_step;
   // The draft, when one was loaded (draft_layers > 0).
   int draft_layers = 0, draft_taps = 0, draft_block_size = 0, draft_mask_token = -1;
 };

@@ -263,6 +263,60 @@ TEST(GpuModelAttention, MergesTheSplitsEitherWay) {
     }
 }
 
+// The gapless decode step (one persistent kernel for every layer of a one-row pass) against the
+// kernel-by-kernel pass on the same weights: the same prompt (a multi-row pass, kernel by kernel
+// in both), then one-row steps fed the same tokens. With splits of 16 positions the steps' rows
+// have 1 to 7 splits, merged by the merge stage (combine_max_splits 64) or by the last block of a
+// row (0). The two compute the same sums but for the norms' block reductions, so the logits agree
+// within the batching tolerance and the greedy tokens match but at near-ties.
+void compare_decode_paths(const LoadedModel& m, gpu::GpuModelOptions o, const std::string& label, int prompt_length,
+                          int steps) {
+  o.persistent_decode = true;
+  auto fast = gpu::GpuModel::load(m.config, m.weights, o);
+  ASSERT_EQ(fast->info().decode_step, "persistent") << label;
+  o.persistent_decode = false;
+  auto plain = gpu::GpuModel::load(m.config, m.weights, o);
+  const int vocab = m.config.vocab_size;
+  KvBlockPool fast_pool = pool_for(*fast), plain_pool = pool_for(*plain);
+  GpuSequence fast_seq(*fast, fast_pool, prompt_length + steps), plain_seq(*plain, plain_pool, prompt_length + steps);
+  const auto ids = prompt_ids(prompt_length, vocab);
+  std::vector<float> fast_logits = fast_seq.append(ids), plain_logits = plain_seq.append(ids);
+  double worst = 0;
+  int same_tokens = 0;
+  for (int k = 0; k < steps; ++k) {
+    const std::span<const float> want = std::span(plain_logits).last(vocab), got = std::span(fast_logits).last(vocab);
+    const int32_t token = argmax(want);
+    if (argmax(got) == token) {
+      ++same_tokens;
+    } else {
+      const float scale = *std::max_element(want.begin(), want.end());
+      EXPECT_LE(testing::top2_margin(want), 1e-2 * std::fabs(scale)) << label << ": step " << k << " away from a near-tie";
+    }
+    fast_logits = fast_seq.append({&token, 1});
+    plain_logits = plain_seq.append({&token, 1});
+    worst = std::max(worst, testing::row_relative_error(fast_logits, plain_logits));
+  }
+  EXPECT_LE(worst, kBatchingTolerance) << label;
+  std::cout << "[ gpu ] " << label << ": persistent vs kernel by kernel, worst relative error " << worst << " over "
+            << steps << " steps; greedy tokens the same in " << same_tokens << "\n";
+}
+
+TEST(GpuModelPersistentDecode, MatchesTheKernelByKernelPass) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  testing::ScratchDir dir;
+  const LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 7));
+  for (const gpu::ExpertFormat experts : {gpu::ExpertFormat::bf16, gpu::ExpertFormat::mxfp4})
+    for (const int combine_max_splits : {64, 0}) {
+      gpu::GpuModelOptions o = small_options(experts);
+      o.attention_split_positions = 16;
+      o.attention_combine_max_splits = combine_max_splits;
+      compare_decode_paths(model, o, "moe_topk2_norm " + gpu::to_string(experts) + (combine_max_splits ? " combined" : " merged in-kernel"), 8, 100);
+    }
+  const std::filesystem::path shipped = testing::source_dir() / "models" / "default";  // 64-wide heads, 8 layers
+  if (std::filesystem::exists(shipped / "config.json"))
+    compare_decode_paths(load_model(shipped), small_options(gpu::ExpertFormat::mxfp4), "models/default mxfp4", 40, 60);
+}
+
 // MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised
 // MXFP4 values, so the CPU reference runs on those.
 class GpuModelMxfp4 : public GpuModelTest {};

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "gpu/device_buffer.h"
 #include "gpu/expert_format.h"
@@ -214,6 +215,59 @@ void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r
                      cudaStream_t s);
 // out[p] = down_e(act[p]) (unweighted; add_rms_norm applies the routing weights).
 void experts_down(const ExpertWeights& w, const bf16* act, Routing r, int max_active, float* out, cudaStream_t s);
+
+// ---- decode_step.cu --------------------------------------------------------------------------
+// The gapless decode step: every layer of a one-row pass in one persistent kernel, a block per
+// multiprocessor and grid-wide barriers between the stages (norm + q/k/v, attention, [merge],
+// o, norm + router, routing + gate/up, down). Each block streams its share of the next stage's
+// weights into shared memory while the stages before it run, so the weights are in flight across
+// the barriers instead of each kernel's start. For Qwen3-MoE layers: full attention with
+// bf16 projections, softmax routing, MXFP4 or bf16 experts, head dims and groups that
+// decode_step_plan lists. x: the embedded row in, the last layer's output (residual) out.
+struct DecodeStepLayer {  // one layer's weights
+  const float *input_norm, *post_attention_norm, *q_norm, *k_norm;  // q/k norm: null without
+  const bf16 *qkv, *o, *router;
+  const uint8_t *gate_up, *gate_up_scales, *down, *down_scales;  // scales: mxfp4 only
+  size_t kv_layer_offset;  // KvLayout::layer_offset
+};
+struct DecodeStep {
+  const DecodeStepLayer* layers;  // device memory, num_layers of them
+  int num_layers;
+  int hidden, num_experts, top_k, width;  // width: an expert's intermediate size
+  ExpertFormat experts;
+  HeadShape heads;  // head_dim == v_head_dim
+  float eps, value_scale;
+  RouterRule rule;  // softmax routing (not sigmoid_grouped)
+  RopeTable rope;   // rotary_dim == head_dim
+  AttentionRows rows;  // one row
+  KvLayout kv;         // paged, layer_offset taken from each layer
+  AttentionScratch scratch;
+  float* x;              // [hidden]
+  float* qkv;            // [q_dim + 2 kv_dim]
+  bf16* attention_out;   // [q_dim]
+  float* logits;         // [num_experts]
+  bf16* act;             // [top_k][width]
+  unsigned* barrier;     // zero at the start of the step (decode_step zeroes it)
+  // Tuning (GpuModel::stage_times): block 0's clock (ns) at the start of each layer, then at the end
+  // of each stage's own work and of its barrier, kDecodeStepTraceSlots a layer; null: not kept.
+  unsigned long long* trace = nullptr;
+};
+constexpr int kDecodeStepTraceSlots = 15;
+// The stages in the order of the trace's slots 1, 3, ..., 13 (slot 2 s + 2: the barrier after it).
+constexpr const char* kDecodeStepStages[] = {"norm + q/k/v",      "attention",          "merge of the splits",
+                                             "o projection",      "norm + router",      "routing + experts gate/up",
+                                             "experts down"};
+// The launch: a block per multiprocessor, and the shared memory each needs. `reason` says why
+// not when the shapes are not built or a block's shares do not fit its shared memory.
+struct DecodeStepPlan {
+  bool runs = false;
+  std::string reason;
+  int blocks = 0;
+  size_t shared_bytes = 0;
+  size_t back_offset = 0, vector_offset = 0;  // the shared-memory regions (decode_step.cu)
+};
+DecodeStepPlan plan_decode_step(const DecodeStep& step, int multiprocessors);
+void decode_step(const DecodeStep& step, const DecodeStepPlan& plan, cudaStream_t s);
 
 // ---- sampling.cu -----------------------------------------------------------------------------
 // tokens[r] = argmax over the first `vocab` entries of logits[r] (lowest id on ties).

@@ -9,45 +9,19 @@
 
 #include "gpu/cuda_util.cuh"
 #include "gpu/kernels/gemv_row.cuh"
+#include "gpu/kernels/expert_dot.cuh"
 #include "gpu/kernels/kernels.cuh"
+#include "gpu/kernels/routing.cuh"
 
 namespace ultraserve::gpu {
 namespace {
 
 // ---- routing -------------------------------------------------------------------------------------
-// One block; a warp per row. A lane holds its experts' values (e = lane + 32 j) in registers, so
-// the softmax (or sigmoid and group limit) and the k rounds of "best not yet picked" never go back
-// to memory, and lane j keeps pick j. Then warp 0 turns the per-expert counts into offsets and
-// the list of active experts with one warp-wide scan. (The first version scanned the experts on
-// one thread: 13 us a layer.)
+// One block; a warp per row picks its experts (routing.cuh), lane j keeping pick j. Then warp 0
+// turns the per-expert counts into offsets and the list of active experts with one warp-wide
+// scan. (The first version scanned the experts on one thread: 13 us a layer.)
 constexpr int kRouteThreads = 256;  // launched with a minimum of 1 block an SM: without it ptxas spills
-constexpr int kMaxRoutedExperts = 512;
-constexpr int kExpertsPerLane = kMaxRoutedExperts / 32;
-constexpr int kMaxExpertGroups = 64;
 constexpr int kSharedPairs = 1024;
-
-// A float's order as an unsigned's (for the warp's max reduction), and back.
-__device__ __forceinline__ unsigned ordered_bits(float v) {
-  const unsigned u = __float_as_uint(v);
-  return u & 0x80000000u ? ~u : u | 0x80000000u;
-}
-__device__ __forceinline__ float from_ordered_bits(unsigned bits) {
-  return __uint_as_float(bits & 0x80000000u ? bits & 0x7fffffffu : ~bits);
-}
-
-__device__ __forceinline__ bool better(float v, int e, float best_v, int best_e) {
-  return v > best_v || (v == best_v && e < best_e);  // ties: the lower expert id, as torch.topk
-}
-
-// The warp's best (value, index) among the lanes' candidates.
-__device__ __forceinline__ void warp_best(float& best_v, int& best_e) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best_v, o);
-    const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-    if (better(ov, oe, best_v, best_e)) best_v = ov, best_e = oe;
-  }
-}
 
 __device__ __forceinline__ int warp_exclusive_scan(int v, int lane, int& total) {
   int inclusive = v;
@@ -60,53 +34,7 @@ __device__ __forceinline__ int warp_exclusive_scan(int v, int lane, int& total) 
   return inclusive - v;
 }
 
-// MiMo-V2's group limit: experts outside the topk_group best groups (a group scores the sum of
-// its best two choice values) leave the running.
-__device__ void limit_to_best_groups(float (&choice)[kExpertsPerLane], int num_experts, const RouterRule& rule,
-                                     int lane) {
-  const int per_group = num_experts / rule.n_group;
-  float group_score[kMaxExpertGroups / 32] = {};  // lane l keeps groups l + 32 i
-  for (int g = 0; g < rule.n_group; ++g) {
-    float first = -FLT_MAX, second = -FLT_MAX;  // this lane's best two of the group
-#pragma unroll
-    for (int j = 0; j < kExpertsPerLane; ++j) {
-      const int e = lane + 32 * j;
-      if (e >= num_experts || e / per_group != g) continue;
-      if (choice[j] > first) second = first, first = choice[j];
-      else if (choice[j] > second) second = choice[j];
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {  // merge the lanes' pairs
-      const float f = __shfl_xor_sync(0xffffffffu, first, o), s2 = __shfl_xor_sync(0xffffffffu, second, o);
-      second = fmaxf(fminf(first, f), fmaxf(second, s2));
-      first = fmaxf(first, f);
-    }
-    if (lane == g % 32) group_score[g / 32] = first + second;
-  }
-  unsigned long long allowed = 0;  // bit g: group g is among the best
-  for (int k = 0; k < rule.topk_group; ++k) {
-    float best_v = -FLT_MAX;
-    int best_g = 0x7fffffff;
-#pragma unroll
-    for (int i = 0; i < kMaxExpertGroups / 32; ++i) {
-      const int g = lane + 32 * i;
-      if (g < rule.n_group && !(allowed >> g & 1) && better(group_score[i], g, best_v, best_g))
-        best_v = group_score[i], best_g = g;
-    }
-    warp_best(best_v, best_g);
-    allowed |= 1ull << best_g;
-  }
-#pragma unroll
-  for (int j = 0; j < kExpertsPerLane; ++j) {
-    const int e = lane + 32 * j;
-    if (e < num_experts && !(allowed >> (e / per_group) & 1)) choice[j] = -INFINITY;
-  }
-}
-
-// The routing of `rows` rows by one block of kRouteThreads. Sigmoid: the rule of
-// RouterRule::sigmoid_grouped, as a template argument so that the softmax routing of Qwen3-MoE
-// pays nothing for the other (at run time it cost 1.5 us a layer on the H200). The logits are
-// read through L2 only: in the fused kernel below other blocks have just written them.
+// The routing of `rows` rows by one block of kRouteThreads (Sigmoid: pick_experts's).
 template <bool Sigmoid>
 __device__ void route_rows(const float* logits, int rows, int num_experts, int top_k, const RouterRule& rule,
                            const Routing& r) {
@@ -117,64 +45,14 @@ __device__ void route_rows(const float* logits, int rows, int num_experts, int t
 
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int row = threadIdx.x / 32; row < rows; row += warps) {
-    const float* x = logits + static_cast<size_t>(row) * num_experts;
-    // choice: what the top-k ranks; weight (sigmoid routing): what a pick is worth before
-    // normalisation. Softmax routing computes a pick's probability when it is picked.
-    float choice[kExpertsPerLane], weight[kExpertsPerLane] = {};
-    float mx = -FLT_MAX;
-#pragma unroll
-    for (int j = 0; j < kExpertsPerLane; ++j) {
-      const int e = lane + 32 * j;
-      choice[j] = e < num_experts ? __ldcg(x + e) : -FLT_MAX;
-      mx = fmaxf(mx, choice[j]);
-    }
-    float sum = 0;  // of the softmax
-    if constexpr (Sigmoid) {
-#pragma unroll
-      for (int j = 0; j < kExpertsPerLane; ++j) {
-        const int e = lane + 32 * j;
-        weight[j] = 1.0f / (1.0f + __expf(-choice[j]));
-        choice[j] = e < num_experts ? weight[j] + rule.bias[e] : -FLT_MAX;
-      }
-      if (rule.n_group > 1) limit_to_best_groups(choice, num_experts, rule, lane);
-    } else {
-      mx = warp_max(mx);
-#pragma unroll
-      for (int j = 0; j < kExpertsPerLane; ++j)
-        if (lane + 32 * j < num_experts) sum += __expf(choice[j] - mx);
-      sum = warp_sum(sum);
-    }
-    // Pick k: each lane's best (the lower expert on a tie), then the warp's best value by one
-    // reduction over its bits and the lowest expert holding it by another (a shuffle tree of
-    // value, expert and weight took 15 dependent shuffles a pick).
-    float my_p = 0, picked_sum = 0;
-    int my_e = 0;
-    for (int k = 0; k < top_k; ++k) {
-      unsigned lane_best = 0, lane_e = 0xffffffffu;
-      float lane_w = 0;
-#pragma unroll
-      for (int j = 0; j < kExpertsPerLane; ++j) {
-        const unsigned bits = ordered_bits(choice[j]);
-        if (lane + 32 * j < num_experts && bits > lane_best) lane_best = bits, lane_e = lane + 32 * j, lane_w = weight[j];
-      }
-      const unsigned top = __reduce_max_sync(0xffffffffu, lane_best);
-      const int best_e = static_cast<int>(__reduce_min_sync(0xffffffffu, lane_best == top ? lane_e : 0xffffffffu));
-      const float best_v = from_ordered_bits(top);
-      float best_w = Sigmoid ? __shfl_sync(0xffffffffu, lane_w, best_e % 32) : 0.0f;
-      if constexpr (!Sigmoid) best_w = __expf(best_v - mx) / sum;
-      picked_sum += best_w;
-      if (lane == k) my_p = best_w, my_e = best_e;
-      if (lane == best_e % 32)  // its owner takes it out of the running
-#pragma unroll
-        for (int j = 0; j < kExpertsPerLane; ++j)
-          if (j == best_e / 32) choice[j] = -INFINITY;
-    }
+    int my_e;
+    float my_w;
+    pick_experts<Sigmoid>(logits + static_cast<size_t>(row) * num_experts, num_experts, top_k, rule, lane, my_e, my_w);
     if (lane < top_k) {
       const int pair = row * top_k + lane;
-      const float norm = !rule.norm_topk ? 1.0f : Sigmoid ? 1.0f / (picked_sum + 1e-20f) : 1.0f / picked_sum;
       r.expert_of_pair[pair] = my_e;
       if (pair < kSharedPairs) expert_of_pair[pair] = my_e;
-      r.weight_of_pair[pair] = my_p * norm * rule.scaling;
+      r.weight_of_pair[pair] = my_w;
       atomicAdd(&count[my_e], 1);
     }
   }
@@ -290,62 +168,6 @@ __global__ void __launch_bounds__(kRouteThreads, 1) norm_route_kernel(NormRoute 
   route_rows<Sigmoid>(a.logits, Rows, a.num_experts, a.top_k, a.rule, r);
 }
 
-// ---- weight formats ------------------------------------------------------------------------------
-// A "unit" is what one lane loads at a time: 16 bytes of weights (+ a scale byte for MXFP4). The
-// load is split from the decode so that a lane can put all its loads in flight first.
-template <ExpertFormat F>
-struct Format;
-
-// x values i and i + 4 of an 8-value bf16 group, as floats (bf16 is the top half of an fp32).
-__device__ __forceinline__ float bf16_at(const uint4& packed, int i) {
-  const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
-  const uint32_t w = words[i / 2];
-  return __uint_as_float(i % 2 ? w & 0xffff0000u : w << 16);
-}
-
-template <>
-struct Format<ExpertFormat::mxfp4> {
-  static constexpr int kValues = 32;  // one MX block
-  __host__ __device__ static size_t row_bytes(int cols) { return static_cast<size_t>(cols) / 2; }
-  __device__ static float scale(const uint8_t* scales, int unit) {
-    return exp2f(static_cast<float>(scales[unit]) - 113.0f);  // 2^(s - 127), times the 2^14 of dot()
-  }
-  // The unit's 32 weights dotted with 32 inputs (4 groups of 8 bf16), without the block scale.
-  // Two E2M1 nibbles are widened at once, as an fp16 pair: the nibble's 3 magnitude bits go to
-  // bits 9-11 (the exponent's low two bits and the mantissa's top bit) and its sign to bit 15,
-  // which makes the half the E2M1 value times 2^-14 (e = 0 lands on the subnormal 0.5 * 2^-14, as
-  // it should). In fp32 that is a normal number, so the products are exact, and the 2^14 is in
-  // the scale: three integer ops and two conversions per pair of weights.
-  __device__ static float dot(const uint4& raw, const uint4 (&x)[4]) {
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-    float sum = 0;
-#pragma unroll
-    for (int w = 0; w < 4; ++w)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {  // nibbles q and q + 4 of the word: bits 4q.. and 16 + 4q..
-        const uint32_t t = words[w] >> (4 * q);
-        const uint32_t bits = ((t << 9) & 0x0E000E00u) | ((t << 12) & 0x80008000u);
-        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&bits));
-        sum = fmaf(f.x, bf16_at(x[w], q), sum);
-        sum = fmaf(f.y, bf16_at(x[w], q + 4), sum);
-      }
-    return sum;
-  }
-};
-
-template <>
-struct Format<ExpertFormat::bf16> {
-  static constexpr int kValues = 8;
-  __host__ __device__ static size_t row_bytes(int cols) { return static_cast<size_t>(cols) * 2; }
-  __device__ static float scale(const uint8_t*, int) { return 1.0f; }
-  __device__ static float dot(const uint4& raw, const uint4 (&x)[1]) {
-    float sum = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) sum = fmaf(bf16_at(raw, i), bf16_at(x[0], i), sum);
-    return sum;
-  }
-};
-
 constexpr int kExpertWarps = 8;
 constexpr int kTokensPerPass = 1;  // tokens sharing one load of a weight unit: more take registers that occupancy needs more
 constexpr int kUnitsInFlight = 1;  // per row and lane; 80 registers: 3 blocks an SM
@@ -359,7 +181,7 @@ template <ExpertFormat F, int Rows>
 __device__ __forceinline__ void dot_rows(const uint8_t* const (&rows)[Rows], const uint8_t* const (&scales)[Rows],
                                          int units, const bf16* const (&inputs)[kTokensPerPass], int n,
                                          float (&acc)[Rows][kTokensPerPass]) {
-  using Fmt = Format<F>;
+  using Fmt = ExpertUnit<F>;
   constexpr int V = Fmt::kValues, Groups = V / 8;
   const int lane = threadIdx.x % 32;
   for (int base = lane; base < units; base += 32 * kUnitsInFlight) {
@@ -403,7 +225,7 @@ constexpr int kGateUpOutputsPerWarp = 2;  // each a gate row and an up row
 template <ExpertFormat F>
 __global__ void __launch_bounds__(kExpertWarps * 32)
     gate_up_kernel(ExpertWeights w, const bf16* x, int top_k, Routing r, bf16* act) {
-  using Fmt = Format<F>;
+  using Fmt = ExpertUnit<F>;
   constexpr int Outs = kGateUpOutputsPerWarp, Rows = 2 * Outs;
   wait_for_previous_kernel();
   allow_next_kernel();
@@ -450,7 +272,7 @@ constexpr int kDownRowsPerWarp = 4;
 template <ExpertFormat F>
 __global__ void __launch_bounds__(kExpertWarps * 32)
     down_kernel(ExpertWeights w, const bf16* act, Routing r, float* out) {
-  using Fmt = Format<F>;
+  using Fmt = ExpertUnit<F>;
   constexpr int Rows = kDownRowsPerWarp;
   wait_for_previous_kernel();
   allow_next_kernel();

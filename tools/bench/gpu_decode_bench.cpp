@@ -36,7 +36,8 @@ struct BenchOptions : CommandOptions {
   std::vector<int64_t> contexts{128, 4096}, batches{8, 32, 128}, pass_tokens{1, 2, 4, 8, 16};
   int64_t steps = 50, batch_context = 512, seed = 1, gemv_rows = gpu::GpuModelOptions{}.gemv_max_rows, layers = 0,
           combine_max_splits = gpu::GpuModelOptions{}.attention_combine_max_splits,
-          split_positions = gpu::GpuModelOptions{}.attention_split_positions;
+          split_positions = gpu::GpuModelOptions{}.attention_split_positions,
+          persistent = gpu::GpuModelOptions{}.persistent_decode;
   bool fp8_tensor_cores = false;
   BenchOptions()
       : CommandOptions("gpu_decode_bench [--config FILE] [--experts mxfp4|bf16] [--contexts '[128,4096]'] "
@@ -55,6 +56,7 @@ struct BenchOptions : CommandOptions {
         .add(fp8_tensor_cores, "fp8-tensor-cores", "FP8 projections of larger passes on FP8 tensor cores")
         .add(combine_max_splits, "combine-max-splits", "rows of up to this many attention splits merged by the combine kernel")
         .add(split_positions, "split-positions", "the fewest context positions an attention split gets")
+        .add(persistent, "persistent", "1: batch-1 decode as the gapless persistent step where it can; 0: kernel by kernel")
         .add(json, "json", "write the results as JSON here");
   }
 };
@@ -138,6 +140,7 @@ int main(int argc, char** argv) {
     mo.fp8_tensor_cores = o.fp8_tensor_cores;
     mo.attention_combine_max_splits = static_cast<int>(o.combine_max_splits);
     mo.attention_split_positions = static_cast<int>(o.split_positions);
+    mo.persistent_decode = o.persistent != 0;
     const size_t blocks_needed =
         size_t(max_batch) * ((o.batch_context + o.steps + 8) / mo.kv_block_size + 2) + mo.max_context / mo.kv_block_size + 2;
     mo.kv_blocks = static_cast<int>(blocks_needed);
@@ -150,7 +153,8 @@ int main(int argc, char** argv) {
     std::printf("%s | %s, %d layers, %d experts top-%d, experts %s | weights %.2f GB (made in %.1f s)\n",
                 info.device_name.c_str(), o.config.c_str(), config.num_hidden_layers, config.num_experts,
                 config.num_experts_per_tok, gpu::to_string(info.experts).c_str(), info.weight_bytes / 1e9, load_s);
-    std::printf("read bandwidth %.0f GB/s, copy bandwidth %.0f GB/s (read + write)\n\n", read_bw / 1e9, copy_bw / 1e9);
+    std::printf("read bandwidth %.0f GB/s, copy bandwidth %.0f GB/s (read + write)\n", read_bw / 1e9, copy_bw / 1e9);
+    std::printf("one-row passes: %s\n\n", info.decode_step.c_str());
 
     std::vector<std::string> rows;
     std::printf("| batch-1 decode | context | MB read/token | floor ms (read bw) | floor ms (copy bw) | ms/token | tokens/s | of floor |\n");
@@ -237,7 +241,8 @@ int main(int argc, char** argv) {
       out << "{\"benchmark\": \"gpu_decode\", \"device\": \"" << info.device_name << "\", \"config\": \"" << o.config
           << "\", \"experts\": \"" << gpu::to_string(info.experts) << "\", \"weight_bytes\": " << info.weight_bytes
           << ", \"read_bandwidth_bytes_per_s\": " << read_bw << ", \"copy_bandwidth_bytes_per_s\": " << copy_bw
-          << ", \"layers\": " << config.num_hidden_layers << ", \"runs\": " << list(rows)
+          << ", \"layers\": " << config.num_hidden_layers << ", \"decode_step\": \"" << info.decode_step
+          << "\", \"runs\": " << list(rows)
           << ", \"decode_stages\": " << list(stages) << ", \"kv_cache\": " << kv_json << "}\n";
     }
   });
