@@ -371,7 +371,7 @@ void CudaModel::plan_persistent_decode() {
            router_rule(c_, w_.layers[0]), rope_table(target_stack(), 0), {positions(), table_of(), kv_end(), 1},
            target_kv_[0],
            {attention_partial_.get(), attention_arrivals_.get(), splits, options_.attention_combine_max_splits,
-            options_.attention_split_positions},
+            std::min(options_.attention_split_positions, kDecodeStepTilePositions)},
            x_.get(), qkv_.get(), reinterpret_cast<bf16*>(attn_out_.get()), router_logits_.get(),
            reinterpret_cast<bf16*>(act_.get()), nullptr};
   step_plan_ = plan_decode_step(step_, multiprocessors_);
@@ -710,6 +710,17 @@ void CudaModel::add_decode_step_stages(const PassRequest& r, std::vector<StageTi
     totals.push_back(s);
   }
   totals.push_back(barriers);
+  const auto part = [&](const char* name, int from, int to) {  // a stretch inside the stages
+    StageTime s{std::string("persistent, inside: ") + name, 0, L};
+    for (int l = 0; l < L; ++l) s.seconds += (at(l, to) - at(l, from)) * 1e-9;
+    totals.push_back(s);
+  };
+  part("waiting for the q/k/v rows", 0, 15);
+  part("the input norm", 15, 16);
+  part("routing", 10, 20);
+  part("issuing the expert copies", 20, 17);
+  part("waiting for the gate/up rows", 17, 18);
+  part("waiting for the down rows", 12, 19);
 }
 
 // The pass launched kernel by kernel (no graph), an event after each stage; the time between

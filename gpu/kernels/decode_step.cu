@@ -4,8 +4,8 @@
 // the one before and a memory round trip before its weights flowed (docs/perf.md: 55 us a layer
 // where its bytes need 13). Here a block per multiprocessor runs the layer's stages between
 // grid-wide barriers, and each block copies its share of a stage's weights into shared memory
-// (cp.async) as soon as the region is free, which for the weights that do not depend on the
-// routing is a stage or more ahead:
+// (bulk copies: "weights in flight" below) as soon as the region is free, which for the weights
+// that do not depend on the routing is a stage or more ahead:
 //
 //   stage                     computes (block b: its share)            copies in meanwhile
 //   A  norm + q/k/v           xn = rms_norm(x); its q/k/v rows         o rows (after its GEMV)
@@ -22,10 +22,10 @@
 // Every sum runs in the order of the kernels per stage (lanes over 16-byte chunks, then the
 // warp's tree): on the H200 the logits came out identical to theirs.
 //
-// Measured (docs/perf.md): 4.17 ms a token at context 128 against the kernels' 2.64. The barriers
-// cost about 1.5 us each; the stages' own compute, one block of 8 warps a multiprocessor with
-// nothing overlapping it, costs the rest. So GpuModelOptions::persistent_decode is off by default
-// until a version overlaps compute with the copies (the next steps are in docs/perf.md).
+// Measured (docs/perf.md): 3.81 ms a token at context 128 against the kernels' 2.64. The barriers
+// cost 1.5-2.4 us each and the weights land ahead; the stages' own compute, one block of 8 warps
+// a multiprocessor with nothing overlapping it, costs the rest (the MXFP4 decode is ALU-bound).
+// So GpuModelOptions::persistent_decode is off by default (the next steps are in docs/perf.md).
 
 #include <algorithm>
 
@@ -37,7 +37,7 @@ namespace ultraserve::gpu {
 namespace {
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
-constexpr int kTilePositions = 64;  // the attention tile: 44 KB at 128-wide heads, beside the weights
+constexpr int kTilePositions = kDecodeStepTilePositions;  // the attention tile: 44 KB at 128-wide heads
 constexpr int kMaxNormVectors = 8;  // float4s of a row per thread: hidden up to 8192
 
 __host__ __device__ constexpr size_t align16(size_t n) { return (n + 15) / 16 * 16; }
@@ -85,25 +85,67 @@ struct ExpertSlices {
   __host__ __device__ size_t down_bytes(int top_k) const { return down_scales(top_k, top_k); }
 };
 
-// ---- block-wide helpers -----------------------------------------------------------------------
-// Copies `bytes` from global to shared memory without waiting: 16 bytes a copy where both ends
-// allow it, else 8 or 4; a tiny model's odd-sized scale rows byte by byte through registers.
-__device__ void copy_to_shared(unsigned char* dst, const void* src, size_t bytes) {
+// ---- weights in flight -------------------------------------------------------------------------
+// The copies into one shared-memory region. The copy engine takes what is 16-byte aligned: one
+// thread issues bulk copies (cp.async.bulk) that count the region's mbarrier down, so a share of
+// 160 KB is a dozen instructions and no thread waits on its own copies. What it cannot take (a
+// scale row of 24 bytes) goes by per-thread cp.async in the region's commit group.
+constexpr size_t kBulkBytes = 16 * 1024;  // a bulk copy's size
+
+struct Landing {
+  unsigned barrier;  // shared address of the region's mbarrier
+  unsigned phase;    // the parity its next completion will have
+};
+
+__device__ __forceinline__ void init_landing(Landing& l, unsigned long long* barrier) {
+  l.barrier = static_cast<unsigned>(__cvta_generic_to_shared(barrier));
+  l.phase = 0;
+  if (threadIdx.x == 0) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(l.barrier) : "memory");
+}
+
+// Starts copying `bytes` from global memory to `dst` (shared) into landing `l`.
+__device__ void copy_to_shared(const Landing& l, unsigned char* dst, const void* src, size_t bytes) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   const uintptr_t s = reinterpret_cast<uintptr_t>(src);
   const unsigned alignment = static_cast<unsigned>(d | s | bytes);
   if (alignment % 16 == 0) {
-    for (size_t i = threadIdx.x * 16; i < bytes; i += kThreads * 16)
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d + unsigned(i)), "l"(s + i) : "memory");
+    if (threadIdx.x == 0)
+      for (size_t i = 0; i < bytes; i += kBulkBytes) {
+        const unsigned n = static_cast<unsigned>(min(kBulkBytes, bytes - i));
+        asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;" ::"r"(l.barrier), "r"(n) : "memory");
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                         d + unsigned(i)),
+                     "l"(s + i), "r"(n), "r"(l.barrier)
+                     : "memory");
+      }
   } else if (alignment % 8 == 0) {
     for (size_t i = threadIdx.x * 8; i < bytes; i += kThreads * 8)
       asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(d + unsigned(i)), "l"(s + i) : "memory");
   } else if (alignment % 4 == 0) {
     for (size_t i = threadIdx.x * 4; i < bytes; i += kThreads * 4)
       asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d + unsigned(i)), "l"(s + i) : "memory");
-  } else {
+  } else {  // a tiny model's odd-sized scale rows: byte by byte through registers
     for (size_t i = threadIdx.x; i < bytes; i += kThreads) dst[i] = static_cast<const unsigned char*>(src)[i];
   }
+}
+
+// The end of a landing's copies: its mbarrier completes when they have all arrived.
+__device__ __forceinline__ void finish_copies(const Landing& l) {
+  if (threadIdx.x == 0) asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];" ::"r"(l.barrier) : "memory");
+  commit_async_copies();
+}
+
+// Waits for the landing's oldest unfinished copies (the bulk part; the caller waits for its
+// cp.async groups, then syncs the block).
+__device__ __forceinline__ void wait_for_landing(Landing& l) {
+  asm volatile(
+      "{\n\t.reg .pred done;\n\t"
+      "WAIT:\n\t"
+      "mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 done, [%0], %1;\n\t"
+      "@!done bra WAIT;\n\t}" ::"r"(l.barrier),
+      "r"(l.phase)
+      : "memory");
+  l.phase ^= 1;
 }
 
 // Every block waits here until all have arrived; what each wrote before is then visible to all
@@ -169,48 +211,65 @@ __device__ void load_vector_to_shared(const void* in, size_t bytes, void* out) {
   __syncthreads();
 }
 
-// The warp's dot product of a bf16 row and a bf16 vector of k values, both in shared memory
-// (the GEMV's order: lane l takes chunks l, l + 32, ..., then the warp's tree).
-__device__ __forceinline__ float row_dot_shared(const bf16* row, const bf16* x, int k, int lane) {
-  const uint4* w4 = reinterpret_cast<const uint4*>(row);
-  const uint4* x4 = reinterpret_cast<const uint4*>(x);
-  float acc = 0;
-  for (int c = lane; c < k / 8; c += 32) {
-    float wf[8], xf[8];
-    bf16x8_to_float(w4[c], wf);
-    bf16x8_to_float(x4[c], xf);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], xf[i], acc);
-  }
-  return warp_sum(acc);
-}
+// The compute after a barrier is on the critical path with only 8 warps a multiprocessor, so
+// each warp runs kRowsAtOnce rows at once: independent chains of FMAs and shared-memory loads
+// where one row at a time left the schedulers idle (docs/perf.md). Each row's sum keeps the
+// kernels' order (lane l takes chunks l, l + 32, ..., then the warp's tree).
+constexpr int kRowsAtOnce = 4;
 
 // The block's `count` bf16 rows of k in shared memory times the vector x (shared): warp w takes
-// rows w, w + kWarps, ...; emit(r, y) runs on lane 0.
+// rows w, w + kWarps, ... kRowsAtOnce at a time; emit(r, y) runs on lane 0.
 template <typename Emit>
 __device__ __forceinline__ void shared_rows_times(const unsigned char* rows, int count, int k, const bf16* x,
                                                   Emit&& emit) {
   const int lane = threadIdx.x % 32;
-  for (int r = threadIdx.x / 32; r < count; r += kWarps) {
-    const float y = row_dot_shared(reinterpret_cast<const bf16*>(rows) + size_t(r) * k, x, k, lane);
-    if (lane == 0) emit(r, y);
+  const uint4* x4 = reinterpret_cast<const uint4*>(x);
+  for (int base = threadIdx.x / 32; base < count; base += kRowsAtOnce * kWarps) {
+    const uint4* w4[kRowsAtOnce];
+#pragma unroll
+    for (int j = 0; j < kRowsAtOnce; ++j)  // a row past the share: the last one again, not emitted
+      w4[j] = reinterpret_cast<const uint4*>(rows + size_t(min(base + j * kWarps, count - 1)) * k * 2);
+    float acc[kRowsAtOnce] = {};
+    for (int c = lane; c < k / 8; c += 32) {
+      float xf[8];
+      bf16x8_to_float(x4[c], xf);
+#pragma unroll
+      for (int j = 0; j < kRowsAtOnce; ++j) {
+        float wf[8];
+        bf16x8_to_float(w4[j][c], wf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[j] = fmaf(wf[i], xf[i], acc[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kRowsAtOnce; ++j) {
+      const float y = warp_sum(acc[j]);
+      if (lane == 0 && base + j * kWarps < count) emit(base + j * kWarps, y);
+    }
   }
 }
 
-// The same for an expert row (moe.cu's order: lane l takes units l, l + 32, ...).
+// kRowsAtOnce expert rows (with their scales) against their inputs x[j], all in shared memory:
+// y[j] = the warp's dot product of row j and x[j] (moe.cu's order: lane l takes units l, l + 32, ...).
 template <ExpertFormat F>
-__device__ __forceinline__ float expert_dot_shared(const unsigned char* row, const uint8_t* scales, int cols,
-                                                   const bf16* x, int lane) {
+__device__ __forceinline__ void expert_dots_shared(const unsigned char* const (&rows)[kRowsAtOnce],
+                                                   const uint8_t* const (&scales)[kRowsAtOnce], int cols,
+                                                   const bf16* const (&x)[kRowsAtOnce], float (&y)[kRowsAtOnce]) {
   using Unit = ExpertUnit<F>;
   constexpr int V = Unit::kValues, Groups = V / 8;
-  float acc = 0;
+  const int lane = threadIdx.x % 32;
+  float acc[kRowsAtOnce] = {};
   for (int u = lane; u < cols / V; u += 32) {
-    uint4 xg[Groups];
 #pragma unroll
-    for (int g = 0; g < Groups; ++g) xg[g] = reinterpret_cast<const uint4*>(x + size_t(u) * V)[g];
-    acc = fmaf(Unit::scale(scales, u), Unit::dot(reinterpret_cast<const uint4*>(row)[u], xg), acc);
+    for (int j = 0; j < kRowsAtOnce; ++j) {
+      uint4 xg[Groups];
+#pragma unroll
+      for (int g = 0; g < Groups; ++g) xg[g] = reinterpret_cast<const uint4*>(x[j] + size_t(u) * V)[g];
+      acc[j] = fmaf(Unit::scale(scales[j], u), Unit::dot(reinterpret_cast<const uint4*>(rows[j])[u], xg), acc[j]);
+    }
   }
-  return warp_sum(acc);
+#pragma unroll
+  for (int j = 0; j < kRowsAtOnce; ++j) y[j] = warp_sum(acc[j]);
 }
 
 // ---- the stages --------------------------------------------------------------------------------
@@ -280,6 +339,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   bf16* vector_s = reinterpret_cast<bf16*>(memory + vector_offset);
   __shared__ int pick_expert[32];
   __shared__ float pick_weight[32];
+  __shared__ unsigned long long landing_barriers[2];
+  Landing front_landing, back_landing;  // what is copied into each region
+  init_landing(front_landing, &landing_barriers[0]);
+  init_landing(back_landing, &landing_barriers[1]);
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncthreads();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, B = gridDim.x;
   const int H = a.hidden, W = a.width, K = a.top_k;
   const int q_dim = a.heads.q_heads * D, kv_dim = a.heads.kv_heads * D;
@@ -298,11 +363,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     mark(layer, slot + 1);
   };
   const auto copy_qkv = [&](int layer) {
-    copy_to_shared(front, a.layers[layer].qkv + size_t(qkv.begin) * H, size_t(qkv.count) * H * 2);
+    copy_to_shared(front_landing, front, a.layers[layer].qkv + size_t(qkv.begin) * H, size_t(qkv.count) * H * 2);
+    finish_copies(front_landing);
   };
 
   copy_qkv(0);  // weights: safe to read before the kernel before this one is done
-  commit_async_copies();
   wait_for_previous_kernel();
   allow_next_kernel();
   for (int layer = 0; layer < a.num_layers; ++layer) {
@@ -312,12 +377,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     mark(layer, 0);
 
     // A: input norm, q/k/v rows; then the o rows on their way.
+    wait_for_landing(front_landing);
     wait_for_async_copies<0>();
+    mark(layer, 15);
     rms_norm_to_shared(a.x, w.input_norm, H, a.eps, vector_s);
+    mark(layer, 16);
     shared_rows_times(front, qkv.count, H, vector_s, [&](int r, float y) { a.qkv[qkv.begin + r] = y; });
     __syncthreads();
-    copy_to_shared(front, w.o + size_t(rows.begin) * q_dim, size_t(rows.count) * q_dim * 2);
-    commit_async_copies();
+    copy_to_shared(front_landing, front, w.o + size_t(rows.begin) * q_dim, size_t(rows.count) * q_dim * 2);
+    finish_copies(front_landing);
     stage_end(layer, 1);
 
     // B, C: attention; the merge when the row has a few splits (attend_split merges many).
@@ -333,16 +401,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     // D: x[its rows] += o . attention; then the router rows on their way.
+    wait_for_landing(front_landing);
     wait_for_async_copies<0>();
     load_vector_to_shared(a.attention_out, size_t(q_dim) * 2, vector_s);
     shared_rows_times(front, rows.count, q_dim, vector_s,
                       [&](int r, float y) { a.x[rows.begin + r] = __ldcg(a.x + rows.begin + r) + y; });
     __syncthreads();
-    copy_to_shared(front, w.router + size_t(router.begin) * H, size_t(router.count) * H * 2);
-    commit_async_copies();
+    copy_to_shared(front_landing, front, w.router + size_t(router.begin) * H, size_t(router.count) * H * 2);
+    finish_copies(front_landing);
     stage_end(layer, 7);
 
     // E: post-attention norm (kept for gate/up), router rows.
+    wait_for_landing(front_landing);
     wait_for_async_copies<0>();
     rms_norm_to_shared(a.x, w.post_attention_norm, H, a.eps, vector_s);
     shared_rows_times(front, router.count, H, vector_s, [&](int r, float y) { a.logits[router.begin + r] = y; });
@@ -357,51 +427,82 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (lane < K) pick_expert[lane] = e, pick_weight[lane] = weight;
     }
     __syncthreads();
+    mark(layer, 20);
     for (int u = units.begin; u < units.begin + units.count;) {  // a run of units of one pick
       const int k = u / W, i = u % W, n = min(units.begin + units.count, (k + 1) * W) - u, j = u - units.begin;
       const size_t gate = size_t(pick_expert[k]) * 2 * W + i, up = gate + W;
-      copy_to_shared(front + j * ex.gate_up_row, w.gate_up + gate * ex.gate_up_row, n * ex.gate_up_row);
-      copy_to_shared(front + ex.up_rows() + j * ex.gate_up_row, w.gate_up + up * ex.gate_up_row, n * ex.gate_up_row);
+      const Landing& l = front_landing;
+      copy_to_shared(l, front + j * ex.gate_up_row, w.gate_up + gate * ex.gate_up_row, n * ex.gate_up_row);
+      copy_to_shared(l, front + ex.up_rows() + j * ex.gate_up_row, w.gate_up + up * ex.gate_up_row, n * ex.gate_up_row);
       if (ex.gate_up_scale) {
-        copy_to_shared(front + ex.gate_scales() + j * ex.gate_up_scale, w.gate_up_scales + gate * ex.gate_up_scale,
+        copy_to_shared(l, front + ex.gate_scales() + j * ex.gate_up_scale, w.gate_up_scales + gate * ex.gate_up_scale,
                        n * ex.gate_up_scale);
-        copy_to_shared(front + ex.up_scales() + j * ex.gate_up_scale, w.gate_up_scales + up * ex.gate_up_scale,
+        copy_to_shared(l, front + ex.up_scales() + j * ex.gate_up_scale, w.gate_up_scales + up * ex.gate_up_scale,
                        n * ex.gate_up_scale);
       }
       u += n;
     }
-    commit_async_copies();
+    finish_copies(front_landing);
     for (int k = 0; k < K; ++k) {
       const size_t first = size_t(pick_expert[k]) * H + rows.begin;
-      copy_to_shared(back + ex.down_rows(k), w.down + first * ex.down_row, rows.count * ex.down_row);
+      copy_to_shared(back_landing, back + ex.down_rows(k), w.down + first * ex.down_row, rows.count * ex.down_row);
       if (ex.down_scale)
-        copy_to_shared(back + ex.down_scales(k, K), w.down_scales + first * ex.down_scale, rows.count * ex.down_scale);
+        copy_to_shared(back_landing, back + ex.down_scales(k, K), w.down_scales + first * ex.down_scale,
+                       rows.count * ex.down_scale);
     }
-    commit_async_copies();
+    finish_copies(back_landing);
+    mark(layer, 17);
+    wait_for_landing(front_landing);
     wait_for_async_copies<1>();  // the gate/up units; the down rows may still be on their way
     __syncthreads();
-    for (int j = warp; j < units.count; j += kWarps) {
-      const unsigned char* gate_row = front + j * ex.gate_up_row;
-      const uint8_t* gate_scales = front + ex.gate_scales() + j * ex.gate_up_scale;
-      const float g = expert_dot_shared<F>(gate_row, gate_scales, H, vector_s, lane);
-      const float u = expert_dot_shared<F>(front + ex.up_rows() + j * ex.gate_up_row,
-                                           front + ex.up_scales() + j * ex.gate_up_scale, H, vector_s, lane);
-      if (lane == 0) a.act[units.begin + j] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+    mark(layer, 18);
+    for (int base = warp; base < units.count; base += 2 * kWarps) {  // two units (four rows) at once
+      const int j0 = base, j1 = min(base + kWarps, units.count - 1);
+      const unsigned char* const rows_of[kRowsAtOnce] = {
+          front + j0 * ex.gate_up_row, front + ex.up_rows() + j0 * ex.gate_up_row, front + j1 * ex.gate_up_row,
+          front + ex.up_rows() + j1 * ex.gate_up_row};
+      const uint8_t* const scales_of[kRowsAtOnce] = {
+          front + ex.gate_scales() + j0 * ex.gate_up_scale, front + ex.up_scales() + j0 * ex.gate_up_scale,
+          front + ex.gate_scales() + j1 * ex.gate_up_scale, front + ex.up_scales() + j1 * ex.gate_up_scale};
+      const bf16* const inputs[kRowsAtOnce] = {vector_s, vector_s, vector_s, vector_s};
+      float y[kRowsAtOnce];
+      expert_dots_shared<F>(rows_of, scales_of, H, inputs, y);
+      if (lane == 0) {
+        a.act[units.begin + j0] = __float2bfloat16(y[0] / (1.0f + __expf(-y[0])) * y[1]);
+        if (base + kWarps < units.count) a.act[units.begin + j1] = __float2bfloat16(y[2] / (1.0f + __expf(-y[2])) * y[3]);
+      }
     }
     __syncthreads();
-    if (layer + 1 < a.num_layers) copy_qkv(layer + 1);
-    commit_async_copies();  // (empty after the last layer: the waits count groups)
+    if (layer + 1 < a.num_layers) {
+      copy_qkv(layer + 1);
+    } else {
+      commit_async_copies();  // an empty group: the waits count groups
+    }
     stage_end(layer, 11);
 
     // G: x[its dims] += the routing-weighted sum of the picks' down rows . act.
+    wait_for_landing(back_landing);
     wait_for_async_copies<1>();  // the down rows; the next q/k/v rows may still be on their way
+    mark(layer, 19);
     load_vector_to_shared(a.act, size_t(K) * W * 2, vector_s);
     for (int j = warp; j < rows.count; j += kWarps) {
       float v = __ldcg(a.x + rows.begin + j);
-      for (int k = 0; k < K; ++k) {
-        const float y = expert_dot_shared<F>(back + ex.down_rows(k) + j * ex.down_row,
-                                             back + ex.down_scales(k, K) + j * ex.down_scale, W, vector_s + k * W, lane);
-        v = fmaf(pick_weight[k], y, v);
+      for (int k0 = 0; k0 < K; k0 += kRowsAtOnce) {  // kRowsAtOnce picks at once; past K: the last again
+        const unsigned char* rows_of[kRowsAtOnce];
+        const uint8_t* scales_of[kRowsAtOnce];
+        const bf16* inputs[kRowsAtOnce];
+#pragma unroll
+        for (int i = 0; i < kRowsAtOnce; ++i) {
+          const int k = min(k0 + i, K - 1);
+          rows_of[i] = back + ex.down_rows(k) + j * ex.down_row;
+          scales_of[i] = back + ex.down_scales(k, K) + j * ex.down_scale;
+          inputs[i] = vector_s + k * W;
+        }
+        float y[kRowsAtOnce];
+        expert_dots_shared<F>(rows_of, scales_of, W, inputs, y);
+#pragma unroll
+        for (int i = 0; i < kRowsAtOnce; ++i)
+          if (k0 + i < K) v = fmaf(pick_weight[k0 + i], y[i], v);
       }
       if (lane == 0) a.x[rows.begin + j] = v;
     }
