@@ -40,7 +40,10 @@ void GpuWorker::DevicePool::grow_rings(int) {
 
 WorkerInfo GpuWorker::info() const {
   const gpu::GpuModelInfo& m = model_->info();
-  WorkerInfo info{"cuda:" + std::to_string(device_) + " (" + m.device_name + ")", m.kv_blocks, m.kv_block_size};
+  WorkerInfo info;
+  info.device = "cuda:" + std::to_string(device_) + " (" + m.device_name + ")";
+  info.kv_blocks = m.kv_blocks;
+  info.kv_block_size = m.kv_block_size;
   info.max_rows_per_sequence = m.max_rows_per_sequence;
   info.kv_block_bytes = m.kv_bytes / (m.kv_blocks + 1);
   info.weight_bytes = m.weight_bytes;

@@ -263,30 +263,25 @@ TEST(GpuModelAttention, MergesTheSplitsEitherWay) {
     }
 }
 
-// The gapless decode step (one persistent kernel for every layer of a one-row pass) against the
-// kernel-by-kernel pass on the same weights: the same prompt (a multi-row pass, kernel by kernel
-// in both), then one-row steps fed the same tokens. With splits of 16 positions the steps' rows
-// have 1 to 7 splits, merged by the merge stage (combine_max_splits 64) or by the last block of a
-// row (0). The two compute the same sums in the same order, so the logits agree within the
-// batching tolerance (measured on the H200: identical) and the greedy tokens match but at near-ties.
-// (Splits must be cut alike: the persistent step's are at most 64 positions, and a row merged from
-// other splits differs by roundings: 2.2e-3 on models/default.)
-void compare_decode_paths(const LoadedModel& m, gpu::GpuModelOptions o, const std::string& label, int prompt_length,
-                          int steps) {
-  o.persistent_decode = true;
-  auto fast = gpu::GpuModel::load(m.config, m.weights, o);
-  ASSERT_EQ(fast->info().decode_step, "persistent") << label;
-  o.persistent_decode = false;
-  auto plain = gpu::GpuModel::load(m.config, m.weights, o);
+// One-row passes computed two ways on the same weights (options `a` and `b`): the same prompt (a
+// multi-row pass, the same kernels in both), then one-row steps fed the same tokens. The ways
+// compared compute the same sums in the same order, so the logits agree within the batching
+// tolerance (measured on the H200: identical) and the greedy tokens match but at near-ties.
+void compare_one_row_passes(const LoadedModel& m, const gpu::GpuModelOptions& a, const gpu::GpuModelOptions& b,
+                            const std::string& label, int prompt_length, int steps) {
+  auto model_a = gpu::GpuModel::load(m.config, m.weights, a);
+  auto model_b = gpu::GpuModel::load(m.config, m.weights, b);
+  ASSERT_EQ(model_a->info().decode_step, a.persistent_decode ? "persistent" : "kernel by kernel: persistent_decode is off")
+      << label;
   const int vocab = m.config.vocab_size;
-  KvBlockPool fast_pool = pool_for(*fast), plain_pool = pool_for(*plain);
-  GpuSequence fast_seq(*fast, fast_pool, prompt_length + steps), plain_seq(*plain, plain_pool, prompt_length + steps);
+  KvBlockPool pool_a = pool_for(*model_a), pool_b = pool_for(*model_b);
+  GpuSequence seq_a(*model_a, pool_a, prompt_length + steps), seq_b(*model_b, pool_b, prompt_length + steps);
   const auto ids = prompt_ids(prompt_length, vocab);
-  std::vector<float> fast_logits = fast_seq.append(ids), plain_logits = plain_seq.append(ids);
+  std::vector<float> logits_a = seq_a.append(ids), logits_b = seq_b.append(ids);
   double worst = 0;
   int same_tokens = 0;
   for (int k = 0; k < steps; ++k) {
-    const std::span<const float> want = std::span(plain_logits).last(vocab), got = std::span(fast_logits).last(vocab);
+    const std::span<const float> want = std::span(logits_b).last(vocab), got = std::span(logits_a).last(vocab);
     const int32_t token = argmax(want);
     if (argmax(got) == token) {
       ++same_tokens;
@@ -294,17 +289,20 @@ void compare_decode_paths(const LoadedModel& m, gpu::GpuModelOptions o, const st
       const float scale = *std::max_element(want.begin(), want.end());
       EXPECT_LE(testing::top2_margin(want), 1e-2 * std::fabs(scale)) << label << ": step " << k << " away from a near-tie";
     }
-    fast_logits = fast_seq.append({&token, 1});
-    plain_logits = plain_seq.append({&token, 1});
-    worst = std::max(worst, testing::row_relative_error(fast_logits, plain_logits));
+    logits_a = seq_a.append({&token, 1});
+    logits_b = seq_b.append({&token, 1});
+    worst = std::max(worst, testing::row_relative_error(logits_a, logits_b));
   }
   EXPECT_LE(worst, kBatchingTolerance) << label;
-  std::cout << "[ gpu ] " << label << ": persistent vs kernel by kernel, worst relative error " << worst << " over "
-            << steps << " steps; greedy tokens the same in " << same_tokens << "\n";
+  std::cout << "[ gpu ] " << label << ": worst relative error " << worst << " over " << steps
+            << " steps; greedy tokens the same in " << same_tokens << "\n";
 }
 
-TEST(GpuModelPersistentDecode, MatchesTheKernelByKernelPass) {
-  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+// On moe_topk2_norm (bf16 and MXFP4 experts) with splits of 16 positions, so that
+// the steps' rows have 1 to 7 splits, merged by the combine (combine_max_splits 64) or by the last
+// block of a row (0); then the shipped default (64-wide heads, 8 layers).
+template <typename Vary>
+void compare_on_test_models(const std::string& what, Vary&& vary) {
   testing::ScratchDir dir;
   const LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 7));
   for (const gpu::ExpertFormat experts : {gpu::ExpertFormat::bf16, gpu::ExpertFormat::mxfp4})
@@ -312,14 +310,31 @@ TEST(GpuModelPersistentDecode, MatchesTheKernelByKernelPass) {
       gpu::GpuModelOptions o = small_options(experts);
       o.attention_split_positions = 16;
       o.attention_combine_max_splits = combine_max_splits;
-      compare_decode_paths(model, o, "moe_topk2_norm " + gpu::to_string(experts) + (combine_max_splits ? " combined" : " merged in-kernel"), 8, 100);
+      auto [a, b] = vary(o);
+      compare_one_row_passes(model, a, b,
+                             "moe_topk2_norm " + gpu::to_string(experts) +
+                                 (combine_max_splits ? " combined, " : " merged in-kernel, ") + what,
+                             8, 100);
     }
-  const std::filesystem::path shipped = testing::source_dir() / "models" / "default";  // 64-wide heads, 8 layers
+  const std::filesystem::path shipped = testing::source_dir() / "models" / "default";
   if (std::filesystem::exists(shipped / "config.json")) {
     gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
     o.attention_split_positions = 64;  // the persistent step's fewest (kDecodeStepTilePositions): the same splits
-    compare_decode_paths(load_model(shipped), o, "models/default mxfp4", 40, 60);
+    auto [a, b] = vary(o);
+    compare_one_row_passes(load_model(shipped), a, b, "models/default mxfp4, " + what, 40, 60);
   }
+}
+
+// The gapless decode step (one persistent kernel for every layer of a one-row pass) against the
+// kernels per stage.
+TEST(GpuModelPersistentDecode, MatchesTheKernelByKernelPass) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  compare_on_test_models("persistent vs kernel by kernel", [](gpu::GpuModelOptions o) {
+    gpu::GpuModelOptions kernels = o;
+    o.persistent_decode = true;
+    kernels.persistent_decode = false;
+    return std::pair{o, kernels};
+  });
 }
 
 // MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised

@@ -410,4 +410,80 @@ __device__ __forceinline__ void combine_head(HeadShape h, const AttentionRows& r
     out[static_cast<size_t>(row) * h.q_heads * DV + static_cast<size_t>(q_head) * DV + d] = __float2bfloat16(acc / l);
 }
 
+// ---- one-row passes: q/k norm, RoPE and the KV store inside the attention ---------------------
+// A row that is alone in its pass attends to the cache and to its own new key only, so the block
+// of each (kv head, split) can take its query heads straight from the q/k/v projection, and the
+// block whose split holds the new position stores that position's key and value first: no
+// stage of its own for them (the persistent decode step). Whole-head RoPE with D a power of two
+// (the lanes hold each dim's partner). In the kernel per stage the same measured slower at short
+// contexts (docs/perf.md), so there q/k norm keeps its kernel.
+template <int D, int P>
+__device__ __forceinline__ void load_head(const float* src, float (&v)[P], int lane) {
+#pragma unroll
+  for (int j = 0; j < P; ++j) v[j] = lane + 32 * j < D ? __ldcg(src + lane + 32 * j) : 0.0f;
+}
+template <int D, int P>
+__device__ __forceinline__ void norm_and_rotate(float (&v)[P], const float* norm, const QkvRow& p, int position,
+                                                int lane) {
+  if (norm) head_rms_norm<D>(v, norm, p.eps, lane);
+  float partner[P];
+  partners_in_lanes<D>(v, partner);
+  rotate_half(v, partner, p.rope, position, lane);
+}
+
+// Whether split `s` of row `row` stores the row's new key and value: the split that sees the
+// position, or split 0 when no split does.
+__device__ __forceinline__ bool stores_new_position(const KvLayout& kv, const AttentionRows& rows, int row, int split,
+                                                    const ContextSplit& s) {
+  const int position = rows.positions[row], end = rows.kv_end[row];
+  const bool seen = position >= context_begin(kv, end) && position < end;
+  return seen ? position >= s.begin && position < s.end : split == 0;
+}
+
+// Warps 0 and 1 store row `row`'s key (normed, rotated) and value (times value_scale) of kv head
+// `kv_head` at its position; the other warps pass.
+template <int D>
+__device__ void store_new_position(const QkvRow& p, HeadShape h, const KvLayout& kv, const AttentionRows& rows, int row,
+                                   int kv_head) {
+  constexpr int P = (D + 31) / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (warp >= 2) return;
+  const int position = rows.positions[row];
+  const float* qkv = p.qkv + size_t(row) * (h.q_heads + 2 * h.kv_heads) * D;
+  float v[P];
+  load_head<D>(qkv + (h.q_heads + (warp == 0 ? 0 : h.kv_heads) + kv_head) * D, v, lane);
+  if (warp == 0) {
+    norm_and_rotate<D>(v, p.k_norm, p, position, lane);
+  } else {
+#pragma unroll
+    for (int j = 0; j < P; ++j) v[j] *= p.value_scale;
+  }
+  const CacheSlot slot = cache_slot(kv, rows.table_of[row], position);
+  bf16* dst = kv.cache + (warp == 0 ? key_offset(kv, slot) : value_offset(kv, slot)) + size_t(kv_head) * D;
+#pragma unroll
+  for (int j = 0; j < P; ++j)
+    if (lane + 32 * j < D) dst[lane + 32 * j] = __float2bfloat16(v[j]);
+  // No fence: the tile's copies that read it back are issued after attend_split's first
+  // __syncthreads, which makes the block's global writes visible to the block.
+}
+
+// Row `row`'s query heads of kv head `kv_head`, normed and rotated, times the softmax scale, into
+// tile.q (a warp a head).
+template <class Tile>
+__device__ void queries_to_tile(const QkvRow& p, HeadShape h, const AttentionRows& rows, int row, int kv_head,
+                                TileMemory<Tile> tile) {
+  constexpr int D = Tile::DK, G = Tile::G, P = (D + 31) / 32;
+  const int lane = threadIdx.x % 32, position = rows.positions[row];
+  const float* qkv = p.qkv + size_t(row) * (h.q_heads + 2 * h.kv_heads) * D;
+  const float softmax_scale = rsqrtf(static_cast<float>(D));
+  for (int g = threadIdx.x / 32; g < G; g += Tile::kThreads / 32) {
+    float v[P];
+    load_head<D>(qkv + (kv_head * G + g) * D, v, lane);
+    norm_and_rotate<D>(v, p.q_norm, p, position, lane);
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+      if (lane + 32 * j < D) tile.q[g][lane + 32 * j] = v[j] * softmax_scale;
+  }
+}
+
 }  // namespace ultraserve::gpu

@@ -273,58 +273,20 @@ __device__ __forceinline__ void expert_dots_shared(const unsigned char* const (&
 }
 
 // ---- the stages --------------------------------------------------------------------------------
-// B: item (kv head, split) = this block's. Its query heads get their norm and RoPE into the tile
-// memory; the block whose split holds the new position first stores that position's key and value.
+// B: item (kv head, split) = this block's: the new position's key and value stored by the split
+// that sees it, the query heads normed and rotated into the tile, then the split's attention.
 template <class Tile>
 __device__ void attention_stage(const DecodeStep& a, const DecodeStepLayer& w, const KvLayout& kv,
                                 unsigned char* back) {
-  constexpr int D = Tile::DK, G = Tile::G, P = (D + 31) / 32;
   const HeadShape& h = a.heads;
   const int kv_head = blockIdx.x % h.kv_heads, split = blockIdx.x / h.kv_heads;
   if (split >= a.scratch.splits) return;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const QkvRow row{a.qkv, w.q_norm, w.k_norm, a.eps, a.rope, a.value_scale};
   const ContextSplit s = context_split(kv, a.rows, a.scratch, 0, split);
-  const int position = a.rows.positions[0];
-  const bool seen = position >= context_begin(kv, a.rows.kv_end[0]) && position < a.rows.kv_end[0];
-  const bool stores = seen ? position >= s.begin && position < s.end : split == 0;
-  const int q_dim = h.q_heads * D;
-  const auto load_head = [&](int offset, float (&v)[P]) {
-#pragma unroll
-    for (int j = 0; j < P; ++j) v[j] = lane + 32 * j < D ? __ldcg(a.qkv + offset + lane + 32 * j) : 0.0f;
-  };
-  const auto norm_and_rotate = [&](float (&v)[P], const float* norm) {
-    if (norm) head_rms_norm<D>(v, norm, a.eps, lane);
-    float partner[P];
-    partners_in_lanes<D>(v, partner);
-    rotate_half(v, partner, a.rope, position, lane);
-  };
-  if (stores && warp < 2) {  // warp 0 the key, warp 1 the value
-    float v[P];
-    load_head(q_dim + (warp == 0 ? 0 : h.kv_heads * D) + kv_head * D, v);
-    const CacheSlot slot = cache_slot(kv, a.rows.table_of[0], position);
-    bf16* dst = kv.cache + (warp == 0 ? key_offset(kv, slot) : value_offset(kv, slot)) + size_t(kv_head) * D;
-    if (warp == 0) {
-      norm_and_rotate(v, w.k_norm);
-    } else {
-#pragma unroll
-      for (int j = 0; j < P; ++j) v[j] *= a.value_scale;
-    }
-#pragma unroll
-    for (int j = 0; j < P; ++j)
-      if (lane + 32 * j < D) dst[lane + 32 * j] = __float2bfloat16(v[j]);
-    __threadfence();  // before the tile's copies read it back (attend_split's first barrier)
-  }
+  if (stores_new_position(kv, a.rows, 0, split, s)) store_new_position<Tile::DK>(row, h, kv, a.rows, 0, kv_head);
   if (s.begin >= s.end) return;
   const TileMemory<Tile> tile(back);
-  const float softmax_scale = rsqrtf(static_cast<float>(D));
-  for (int g = warp; g < G; g += kWarps) {
-    float v[P];
-    load_head((kv_head * G + g) * D, v);
-    norm_and_rotate(v, w.q_norm);
-#pragma unroll
-    for (int j = 0; j < P; ++j)
-      if (lane + 32 * j < D) tile.q[g][lane + 32 * j] = v[j] * softmax_scale;
-  }
+  queries_to_tile<Tile>(row, h, a.rows, 0, kv_head, tile);
   locate_tile<Tile>(kv, s.table, kv_head, s.begin, s.end, tile.key_at[0], tile.value_at[0]);
   attend_split<Tile>(s, 0, kv_head, split, h, kv, nullptr, a.scratch, tile, a.attention_out);
 }

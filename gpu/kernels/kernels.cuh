@@ -148,6 +148,15 @@ struct AttentionScratch {
   int combine_max_splits;   // rows of more splits than this are merged by their last block
   int min_split_positions;  // a split is never shorter (GpuModelOptions::attention_split_positions)
 };
+// A row alone in its pass, as the persistent decode step attends it: its queries straight from its
+// q/k/v projection, the new key and value stored by the split that sees them (attention_split.cuh).
+struct QkvRow {
+  const float* qkv;  // [rows][q heads | k heads | v heads]
+  const float *q_norm, *k_norm;  // null: no q/k norm
+  float eps;
+  RopeTable rope;
+  float value_scale;
+};
 void paged_attention(const float* q, HeadShape h, AttentionRows rows, KvLayout kv, const float* sinks,
                      AttentionScratch scratch, bf16* out, cudaStream_t s);
 // How many parts to cut contexts into for `rows` rows: enough blocks to fill the device.
