@@ -60,7 +60,9 @@ struct GpuModelOptions {
   // One-row target passes as the gapless decode step (kernels.cuh: decode_step), one persistent
   // kernel for every layer, where the model's shapes allow it (GpuModelInfo::decode_step says).
   // Off by default: it computes the same logits, but on the H200 it is slower than kernel by
-  // kernel (3.81 ms against 2.64 at context 128: docs/perf.md, the persistent decode step).
+  // kernel (3.81 ms against 2.64 at context 128: docs/perf.md, the persistent decode step). Its
+  // blocks wait for one another, so it needs every multiprocessor at once: when it is on, keep
+  // the device to this one model (another kernel holding multiprocessors would stall it).
   bool persistent_decode = false;
 };
 
