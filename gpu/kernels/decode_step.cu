@@ -485,16 +485,16 @@ bool with_heads(int head_dim, int group, F&& f) {
   return false;
 }
 
-template <int D, int G, ExpertFormat F>
-void launch_step(const DecodeStep& a, const DecodeStepPlan& plan, cudaStream_t s) {
-  static const bool granted = [&] {
-    ULTRASERVE_CUDA_CHECK(cudaFuncSetAttribute(decode_step_kernel<D, G, F>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(plan.shared_bytes)));
-    return true;
-  }();
-  (void)granted;
-  launch(decode_step_kernel<D, G, F>, plan.blocks, kThreads, plan.shared_bytes, s, a, plan.back_offset,
-         plan.vector_offset);
+// Calls f(kernel) with the step's kernel for these heads and expert format (false: not built).
+template <typename F>
+bool with_kernel(const DecodeStep& a, F&& f) {
+  return with_heads(a.heads.head_dim, a.heads.q_heads / a.heads.kv_heads, [&](auto d, auto g) {
+    constexpr int D = decltype(d)::value, G = decltype(g)::value;
+    if (a.experts == ExpertFormat::mxfp4)
+      f(decode_step_kernel<D, G, ExpertFormat::mxfp4>);
+    else
+      f(decode_step_kernel<D, G, ExpertFormat::bf16>);
+  });
 }
 
 }  // namespace
@@ -535,10 +535,18 @@ DecodeStepPlan plan_decode_step(const DecodeStep& a, int multiprocessors) {
   int device = 0, limit = 0;
   ULTRASERVE_CUDA_CHECK(cudaGetDevice(&device));
   ULTRASERVE_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  constexpr size_t kStaticBytes = 4 * 1024;  // the kernel's and attend_split's own (__shared__) arrays, with room
-  if (plan.shared_bytes + kStaticBytes > size_t(limit))
-    return no("shared memory: a block's shares need " + std::to_string(plan.shared_bytes) + " bytes, the device has " +
-              std::to_string(limit));
+  // The kernel may opt into all the device allows besides its own (__shared__) arrays, on the
+  // device the model loads on; then any model's plan that fits runs.
+  int dynamic_limit = 0;
+  with_kernel(a, [&](auto kernel) {
+    cudaFuncAttributes attributes{};
+    ULTRASERVE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    dynamic_limit = limit - static_cast<int>(attributes.sharedSizeBytes);
+    ULTRASERVE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_limit));
+  });
+  if (plan.shared_bytes > size_t(dynamic_limit))
+    return no("shared memory: a block's shares need " + std::to_string(plan.shared_bytes) + " bytes, the kernel may have " +
+              std::to_string(dynamic_limit));
   plan.blocks = B;
   plan.runs = true;
   return plan;
@@ -547,12 +555,8 @@ DecodeStepPlan plan_decode_step(const DecodeStep& a, int multiprocessors) {
 void decode_step(const DecodeStep& a, const DecodeStepPlan& plan, cudaStream_t s) {
   if (!plan.runs) throw GpuError("decode_step: " + plan.reason);
   ULTRASERVE_CUDA_CHECK(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), s));
-  with_heads(a.heads.head_dim, a.heads.q_heads / a.heads.kv_heads, [&](auto d, auto g) {
-    constexpr int D = decltype(d)::value, G = decltype(g)::value;
-    if (a.experts == ExpertFormat::mxfp4)
-      launch_step<D, G, ExpertFormat::mxfp4>(a, plan, s);
-    else
-      launch_step<D, G, ExpertFormat::bf16>(a, plan, s);
+  with_kernel(a, [&](auto kernel) {
+    launch(kernel, plan.blocks, kThreads, plan.shared_bytes, s, a, plan.back_offset, plan.vector_offset);
   });
 }
 
