@@ -5,8 +5,8 @@
 //          instead when the checkpoint's config has an FP8 quantization_config
 //   fp32   norm weights, RoPE inverse frequencies (one table per layer kind in a hybrid model),
 //          attention sinks and the router's score-correction bias (MiMo-V2)
-//   experts per layer, expert-major, gate rows then up rows: MXFP4 (blocks + scales, see
-//          model/mxfp4.h) or bf16
+//   experts per layer, expert-major: bf16 (gate rows then up rows), or MXFP4 codes + scales in
+//          the tensor cores' tile order (gpu/expert_tiles.h; model/mxfp4.h has the format)
 // bf16 is held as uint16_t here so that g++-built code can own these buffers.
 
 #include <cstdint>

@@ -11,6 +11,7 @@
 
 #include "gpu/cuda_util.cuh"
 #include "gpu/device_weights.h"
+#include "gpu/expert_tiles.h"
 #include "gpu/kernels/kernels.cuh"
 #include "model/fp8.h"
 
@@ -53,18 +54,19 @@ struct Maker {
     bytes += d.bytes();
     return d;
   }
-  // `count` matrices of [rows, cols], back to back, in `format`; scales empty for bf16.
-  void experts(size_t count, size_t rows, size_t cols, ExpertFormat format, DeviceBuffer<uint8_t>& values,
-               DeviceBuffer<uint8_t>& scales) {
+  // `count` matrices of [rows, cols], back to back, in `format` (MXFP4: as tiles in `order`);
+  // scales empty for bf16.
+  void experts(size_t count, size_t rows, size_t cols, ExpertFormat format, TileRows order,
+               DeviceBuffer<uint8_t>& values, DeviceBuffer<uint8_t>& scales) {
     if (format == ExpertFormat::bf16) {
       DeviceBuffer<uint16_t> m = matrix(count * rows, cols);  // same bytes, viewed as bytes below
       values = DeviceBuffer<uint8_t>(m.bytes());
       ULTRASERVE_CUDA_CHECK(cudaMemcpy(values.get(), m.get(), m.bytes(), cudaMemcpyDeviceToDevice));
       return;
     }
-    values = DeviceBuffer<uint8_t>(count * rows * cols / 2);
-    fill_random_bytes(values.get(), values.size(), seed + ++next, 0);
-    scales = DeviceBuffer<uint8_t>(count * rows * cols / 32);
+    values = DeviceBuffer<uint8_t>(count * mxfp4_tile_code_bytes(int(rows), int(cols), order));
+    fill_random_bytes(values.get(), values.size(), seed + ++next, 0);  // random codes: any order is as random
+    scales = DeviceBuffer<uint8_t>(count * mxfp4_tile_scale_bytes(int(rows), int(cols), order));
     const int scale_byte = static_cast<int>(std::lround(125.0 - 0.5 * std::log2(double(cols))));
     ULTRASERVE_CUDA_CHECK(cudaMemset(scales.get(), scale_byte, scales.size()));
     bytes += values.bytes() + scales.bytes();
@@ -101,10 +103,10 @@ DeviceModelWeights random_device_weights(const ModelConfig& c, ExpertFormat expe
     }
     l.router = make.matrix(c.num_experts, c.hidden_size);
     if (c.router == ModelConfig::Router::sigmoid_grouped) l.router_bias = make.filled(c.num_experts, 0.0f);
-    make.experts(c.num_experts, 2 * c.moe_intermediate_size, c.hidden_size, d.experts, l.experts_gate_up,
-                 l.experts_gate_up_scales);
-    make.experts(c.num_experts, c.hidden_size, c.moe_intermediate_size, d.experts, l.experts_down,
-                 l.experts_down_scales);
+    make.experts(c.num_experts, 2 * c.moe_intermediate_size, c.hidden_size, d.experts, TileRows::gate_up_pairs,
+                 l.experts_gate_up, l.experts_gate_up_scales);
+    make.experts(c.num_experts, c.hidden_size, c.moe_intermediate_size, d.experts, TileRows::consecutive,
+                 l.experts_down, l.experts_down_scales);
   }
   ULTRASERVE_CUDA_CHECK(cudaDeviceSynchronize());
   return d;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "gpu/device_weights.h"
+#include "gpu/expert_tiles.h"
 #include "model/fp8.h"
 #include "model/mxfp4.h"
 
@@ -54,22 +55,31 @@ DeviceLinear stacked_linear(std::initializer_list<const Matrix*> parts, bool fp8
   return d;
 }
 
-// Every expert of a layer, expert-major; for gate/up, each expert's gate rows then its up rows.
+// Every expert of a layer, expert-major; for gate/up, each expert's gate rows then its up rows
+// (bf16), or, as MXFP4, in the tensor cores' tile order (gpu/expert_tiles.h).
 struct ExpertBytes {
-  std::vector<uint8_t> values, scales;
-  void append(const Matrix& m, ExpertFormat format) {
+  Mxfp4Tiles tiles;  // mxfp4: codes and scales
+  std::vector<uint8_t> bf16;
+  void append(std::initializer_list<const Matrix*> parts, ExpertFormat format, TileRows order) {
     if (format == ExpertFormat::mxfp4) {
-      const Mxfp4Matrix q = quantize_mxfp4(m.data, m.rows, m.cols);
-      values.insert(values.end(), q.blocks.begin(), q.blocks.end());
-      scales.insert(scales.end(), q.scales.begin(), q.scales.end());
-    } else {
-      for (float v : m.data) {
-        const uint16_t b = to_bf16(v);
-        values.push_back(static_cast<uint8_t>(b & 0xff));
-        values.push_back(static_cast<uint8_t>(b >> 8));
+      Mxfp4Matrix stacked{0, (*parts.begin())->cols, {}, {}};
+      for (const Matrix* m : parts) {  // quantized row by row, so stacking the quantized rows is the same
+        const Mxfp4Matrix q = quantize_mxfp4(m->data, m->rows, m->cols);
+        stacked.rows += q.rows;
+        stacked.blocks.insert(stacked.blocks.end(), q.blocks.begin(), q.blocks.end());
+        stacked.scales.insert(stacked.scales.end(), q.scales.begin(), q.scales.end());
       }
+      append_mxfp4_tiles(stacked, order, tiles);
+      return;
     }
+    for (const Matrix* m : parts)
+      for (float v : m->data) {
+        const uint16_t b = to_bf16(v);
+        bf16.push_back(static_cast<uint8_t>(b & 0xff));
+        bf16.push_back(static_cast<uint8_t>(b >> 8));
+      }
   }
+  const std::vector<uint8_t>& values() const { return tiles.codes.empty() ? bf16 : tiles.codes; }
 };
 
 }  // namespace
@@ -125,14 +135,13 @@ DeviceModelWeights upload_weights(const ModelConfig& config, const ModelWeights&
     l.router_bias = to_device(L.router_bias, d.bytes);
     ExpertBytes gate_up, down;
     for (const FeedForward& e : L.experts) {
-      gate_up.append(e.gate, d.experts);
-      gate_up.append(e.up, d.experts);
-      down.append(e.down, d.experts);
+      gate_up.append({&e.gate, &e.up}, d.experts, TileRows::gate_up_pairs);
+      down.append({&e.down}, d.experts, TileRows::consecutive);
     }
-    l.experts_gate_up = to_device(gate_up.values, d.bytes);
-    l.experts_gate_up_scales = to_device(gate_up.scales, d.bytes);
-    l.experts_down = to_device(down.values, d.bytes);
-    l.experts_down_scales = to_device(down.scales, d.bytes);
+    l.experts_gate_up = to_device(gate_up.values(), d.bytes);
+    l.experts_gate_up_scales = to_device(gate_up.tiles.scales, d.bytes);
+    l.experts_down = to_device(down.values(), d.bytes);
+    l.experts_down_scales = to_device(down.tiles.scales, d.bytes);
   }
   return d;
 }

@@ -46,7 +46,12 @@ namespace {
 
 constexpr double kBf16Tolerance = 2e-2;       // 95% of rows
 constexpr double kRoutingFlipTolerance = 1e-1;  // every row
-constexpr double kBatchingTolerance = 1e-3;
+// A batched pass against the same rows alone: one-row passes take the GEMV path where batched
+// ones take cuBLAS (sums in other orders, 1e-7 apart), and the experts' tensor cores truncate
+// their fp32 sums below the largest product, so such differences now and then flip a bf16
+// rounding of an expert activation. Measured on the H200 over checkpoint seeds 8-15: 1e-7 but
+// for such flips, the largest 2.2e-3 (the per-token results themselves do not depend on the batch).
+constexpr double kBatchingTolerance = 5e-3;
 constexpr double kDeepBatchingTolerance = 1e-2;  // mimo_groups8_window16
 constexpr int kPromptLength = 40;  // > 8 rows: the prefill goes through cuBLAS
 constexpr int kGreedyTokens = 32;
@@ -298,30 +303,30 @@ void compare_one_row_passes(const LoadedModel& m, const gpu::GpuModelOptions& a,
             << " steps; greedy tokens the same in " << same_tokens << "\n";
 }
 
-// On moe_topk2_norm (bf16 and MXFP4 experts) with splits of 16 positions, so that
-// the steps' rows have 1 to 7 splits, merged by the combine (combine_max_splits 64) or by the last
-// block of a row (0); then the shipped default (64-wide heads, 8 layers).
+// On moe_topk2_norm with splits of 16 positions, so that the steps' rows have 1 to 7 splits,
+// merged by the combine (combine_max_splits 64) or by the last block of a row (0); then the
+// shipped default (64-wide heads, 8 layers). Experts in bf16: the persistent step reads no
+// MXFP4 tiles.
 template <typename Vary>
 void compare_on_test_models(const std::string& what, Vary&& vary) {
   testing::ScratchDir dir;
   const LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 7));
-  for (const gpu::ExpertFormat experts : {gpu::ExpertFormat::bf16, gpu::ExpertFormat::mxfp4})
-    for (const int combine_max_splits : {64, 0}) {
-      gpu::GpuModelOptions o = small_options(experts);
-      o.attention_split_positions = 16;
-      o.attention_combine_max_splits = combine_max_splits;
-      auto [a, b] = vary(o);
-      compare_one_row_passes(model, a, b,
-                             "moe_topk2_norm " + gpu::to_string(experts) +
-                                 (combine_max_splits ? " combined, " : " merged in-kernel, ") + what,
-                             8, 100);
-    }
+  for (const int combine_max_splits : {64, 0}) {
+    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
+    o.attention_split_positions = 16;
+    o.attention_combine_max_splits = combine_max_splits;
+    auto [a, b] = vary(o);
+    compare_one_row_passes(model, a, b,
+                           std::string("moe_topk2_norm bf16") + (combine_max_splits ? " combined, " : " merged in-kernel, ") +
+                               what,
+                           8, 100);
+  }
   const std::filesystem::path shipped = testing::source_dir() / "models" / "default";
   if (std::filesystem::exists(shipped / "config.json")) {
-    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
+    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
     o.attention_split_positions = 64;  // the persistent step's fewest (kDecodeStepTilePositions): the same splits
     auto [a, b] = vary(o);
-    compare_one_row_passes(load_model(shipped), a, b, "models/default mxfp4, " + what, 40, 60);
+    compare_one_row_passes(load_model(shipped), a, b, "models/default bf16, " + what, 40, 60);
   }
 }
 
@@ -335,6 +340,19 @@ TEST(GpuModelPersistentDecode, MatchesTheKernelByKernelPass) {
     kernels.persistent_decode = false;
     return std::pair{o, kernels};
   });
+}
+
+// With MXFP4 experts the step is not planned, and the model says why.
+TEST(GpuModelPersistentDecode, Mxfp4ExpertsRunKernelByKernel) {
+  if (!have_gpu()) GTEST_SKIP() << "no GPU";
+  testing::ScratchDir dir;
+  const LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 7));
+  gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
+  o.persistent_decode = true;
+  auto gpu_model = gpu::GpuModel::load(model.config, model.weights, o);
+  ASSERT_EQ(gpu_model->info().experts, gpu::ExpertFormat::mxfp4);
+  EXPECT_EQ(gpu_model->info().decode_step.rfind("kernel by kernel: experts: bf16 only", 0), 0u)
+      << gpu_model->info().decode_step;
 }
 
 // MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised

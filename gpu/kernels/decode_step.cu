@@ -26,6 +26,8 @@
 // cost 1.5-2.4 us each and the weights land ahead; the stages' own compute, one block of 8 warps
 // a multiprocessor with nothing overlapping it, costs the rest (the MXFP4 decode is ALU-bound).
 // So GpuModelOptions::persistent_decode is off by default (the next steps are in docs/perf.md).
+// Its experts are bf16 rows: MXFP4 experts are stored as tensor-core tiles (gpu/expert_tiles.h)
+// for the expert kernels, and a model with them runs kernel by kernel.
 
 #include <algorithm>
 
@@ -485,15 +487,11 @@ bool with_heads(int head_dim, int group, F&& f) {
   return false;
 }
 
-// Calls f(kernel) with the step's kernel for these heads and expert format (false: not built).
+// Calls f(kernel) with the step's kernel for these heads (false: not built).
 template <typename F>
 bool with_kernel(const DecodeStep& a, F&& f) {
   return with_heads(a.heads.head_dim, a.heads.q_heads / a.heads.kv_heads, [&](auto d, auto g) {
-    constexpr int D = decltype(d)::value, G = decltype(g)::value;
-    if (a.experts == ExpertFormat::mxfp4)
-      f(decode_step_kernel<D, G, ExpertFormat::mxfp4>);
-    else
-      f(decode_step_kernel<D, G, ExpertFormat::bf16>);
+    f(decode_step_kernel<decltype(d)::value, decltype(g)::value, ExpertFormat::bf16>);
   });
 }
 
@@ -516,9 +514,11 @@ DecodeStepPlan plan_decode_step(const DecodeStep& a, int multiprocessors) {
               std::to_string(h.q_heads / h.kv_heads) + " not built");
   if (a.rule.sigmoid_grouped || a.num_experts > kMaxRoutedExperts || a.top_k > 32 || a.top_k < 1)
     return no("routing: softmax top-k of at most 32 of at most " + std::to_string(kMaxRoutedExperts) + " experts only");
-  const int unit = a.experts == ExpertFormat::mxfp4 ? 32 : 8;
-  if (a.hidden % unit || a.width % unit || a.hidden > 4 * kMaxNormVectors * kThreads)
-    return no("experts: hidden and width must be multiples of " + std::to_string(unit) + ", hidden at most 8192");
+  if (a.experts != ExpertFormat::bf16)
+    return no("experts: bf16 only (MXFP4 experts are stored as tensor-core tiles, gpu/expert_tiles.h, which the step "
+              "does not read)");
+  if (a.hidden % 8 || a.width % 8 || a.hidden > 4 * kMaxNormVectors * kThreads)
+    return no("experts: hidden and width must be multiples of 8, hidden at most 8192");
   if (a.scratch.splits < 1 || a.scratch.splits * h.kv_heads > multiprocessors)
     return no("attention: more (kv head, split) items than blocks");
 

@@ -212,10 +212,12 @@ void norm_route_tokens(const NormRoute& a, int rows, Routing r, cudaStream_t s);
 // ExpertFormat: gpu/expert_format.h
 struct ExpertWeights {  // every expert of one layer, expert-major
   ExpertFormat format;
-  const uint8_t* gate_up;         // [E][2 * width][hidden]: gate rows, then up rows
-  const uint8_t* gate_up_scales;  // mxfp4 only: [E][2 * width][hidden / 32]
-  const uint8_t* down;            // [E][hidden][width]
-  const uint8_t* down_scales;     // mxfp4 only: [E][hidden][width / 32]
+  // bf16: [E][2 * width][hidden], gate rows then up rows, and [E][hidden][width]; mxfp4: the same
+  // matrices as tiles (gpu/expert_tiles.h: gate/up as gate_up_pairs), codes and scales
+  const uint8_t* gate_up;
+  const uint8_t* gate_up_scales;  // mxfp4 only
+  const uint8_t* down;
+  const uint8_t* down_scales;     // mxfp4 only
   int num_experts, hidden, width;
 };
 // act[p] = silu(gate_e(x[row(p)])) * up_e(x[row(p)]) for each pair p routed to expert e (bf16,
@@ -231,7 +233,7 @@ void experts_down(const ExpertWeights& w, const bf16* act, Routing r, int max_ac
 // o, norm + router, routing + gate/up, down). Each block streams its share of the next stage's
 // weights into shared memory while the stages before it run, so the weights are in flight across
 // the barriers instead of each kernel's start. For Qwen3-MoE layers: full attention with
-// bf16 projections, softmax routing, MXFP4 or bf16 experts, head dims and groups that
+// bf16 projections, softmax routing, bf16 experts, head dims and groups that
 // decode_step_plan lists. x: the embedded row in, the last layer's output (residual) out.
 struct DecodeStepLayer {  // one layer's weights
   const float *input_norm, *post_attention_norm, *q_norm, *k_norm;  // q/k norm: null without
@@ -261,8 +263,8 @@ struct DecodeStep {
   // of each stage's own work and of its barrier, kDecodeStepTraceSlots a layer; null: not kept.
   unsigned long long* trace = nullptr;
 };
-// Then, inside stages: 15 the q/k/v rows landed, 16 the norm done, 17 the routing picked and the
-// expert copies issued, 18 the gate/up rows landed, 19 the down rows landed, 20 the routing picked.
+// Then, inside stages: 15 the q/k/v rows landed, 16 the norm done, 17 the expert copies issued,
+// 18 the gate/up rows landed, 19 the down rows landed, 20 the routing picked.
 constexpr int kDecodeStepTraceSlots = 21;
 // The persistent step's attention tile (positions), also the fewest positions it gives a split:
 // at short contexts more blocks, one tile each (measured: 3.96 ms at context 128 against 4.17 with

@@ -1,7 +1,8 @@
-// Mixture-of-experts kernels: routing, then the routed experts as grouped GEMVs. Each block
-// of an expert kernel serves one active expert and a few of its output rows for every token
-// routed to it, so each expert's weights are read once per step however many tokens chose it.
-// Expert weights are MXFP4 (dequantised in registers) or bf16; accumulation is fp32.
+// Mixture-of-experts kernels: routing, then the routed experts as grouped products on tensor
+// cores. Each block of an expert kernel serves one active expert and one tile of its rows for
+// every token routed to it, so each expert's weights are read once per step (per 8 tokens)
+// however many tokens chose it. Expert weights are MXFP4 (widened in registers) or bf16;
+// accumulation is fp32.
 
 #include <cuda_fp16.h>
 
@@ -9,7 +10,7 @@
 
 #include "gpu/cuda_util.cuh"
 #include "gpu/kernels/gemv_row.cuh"
-#include "gpu/kernels/expert_dot.cuh"
+#include "gpu/kernels/expert_mma.cuh"
 #include "gpu/kernels/kernels.cuh"
 #include "gpu/kernels/routing.cuh"
 
@@ -168,49 +169,88 @@ __global__ void __launch_bounds__(kRouteThreads, 1) norm_route_kernel(NormRoute 
   route_rows<Sigmoid>(a.logits, Rows, a.num_experts, a.top_k, a.rule, r);
 }
 
-constexpr int kExpertWarps = 8;
-constexpr int kTokensPerPass = 1;  // tokens sharing one load of a weight unit: more take registers that occupancy needs more
-constexpr int kUnitsInFlight = 1;  // per row and lane; 80 registers: 3 blocks an SM
+// ---- experts: tiles of weight rows times up to 8 tokens on tensor cores (expert_mma.cuh) ----------
+// A block multiplies one tile of one active expert (blockIdx.x-th) by every token routed to it,
+// 8 at a time: the tokens' inputs are staged in shared memory (fp16 for MXFP4), the block's
+// warps split the tile's chunks and add their sums in shared memory. A tile's weights are
+// read once per 8 tokens, and a one-token pass costs what an 8-token one does. Four warps a
+// tile with eight MXFP4 chunks each in flight keep a one-token step's tiles (768 of gate/up,
+// 1,024 of down for the 30B-A3B shape) in one wave on 132 multiprocessors; with eight warps of
+// four chunks they took 1.5 waves.
+constexpr int kTileWarps = 4;
+constexpr int kGateUpChunksInFlight = 8, kGateUpBlocksPerSm = 6;  // a 2048-wide row's 32 chunks at once
+constexpr int kDownChunksInFlight = 4, kDownBlocksPerSm = 8;      // a 768-wide row's 12
+constexpr size_t kStagedInputBytes = 40 * 1024;  // the tokens' inputs, under the 48 KB a block gets unasked
 
-// One warp: `Rows` weight rows of an expert (`units` units each) against the bf16 inputs of
-// `n` <= kTokensPerPass tokens; acc[r][t] += row r . input t. The inputs of a unit are loaded
-// once and kept in registers for all the rows, and a lane issues its weight loads for every row
-// before it uses any. (The first version re-read the inputs for each row: the L1 was the
-// bottleneck, 80% busy, and gate/up took 22-45 us a layer on the H200 with DRAM 6% busy.)
-template <ExpertFormat F, int Rows>
-__device__ __forceinline__ void dot_rows(const uint8_t* const (&rows)[Rows], const uint8_t* const (&scales)[Rows],
-                                         int units, const bf16* const (&inputs)[kTokensPerPass], int n,
-                                         float (&acc)[Rows][kTokensPerPass]) {
-  using Fmt = ExpertUnit<F>;
-  constexpr int V = Fmt::kValues, Groups = V / 8;
-  const int lane = threadIdx.x % 32;
-  for (int base = lane; base < units; base += 32 * kUnitsInFlight) {
-    uint4 raw[Rows][kUnitsInFlight];
-    float scale[Rows][kUnitsInFlight];
+// Inputs staged per row: the chunks' columns, plus 32 so that tokens g and g + 1, which one
+// quarter-warp reads together, fall in different banks.
+__host__ __device__ constexpr int staged_stride(int cols) { return tile_chunks(cols) * kTileColumns + 32; }
+__host__ __device__ constexpr int staged_tokens(int cols) {
+  const int fit = int(kStagedInputBytes / (size_t(staged_stride(cols)) * 2));
+  return fit < kTileTokens ? fit : kTileTokens;
+}
+
+// The tile's products with every token routed to its expert: warp 0 calls out(pair, first,
+// second) for each of its lanes' tokens (2 q and 2 q + 1), first from row g, second from row
+// g + 8. input(pair) is the pair's row of inputs (bf16, t.cols of them). A warp holds up to
+// `Wanted` chunks in flight (fewer where the format's registers run out).
+template <ExpertFormat F, int Wanted, typename Input, typename Out>
+__device__ __forceinline__ void tile_products(const ExpertTile& t, const Routing& r, Input input, Out out) {
+  using Ops = TileOperands<F>;
+  constexpr int kChunksInFlight = Wanted < Ops::kMaxChunksInFlight ? Wanted : Ops::kMaxChunksInFlight;
+  using X = typename Ops::Input;
+  extern __shared__ __align__(16) unsigned char staged_bytes[];
+  X* staged = reinterpret_cast<X*>(staged_bytes);
+  __shared__ float4 warp_sums[kTileWarps][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int chunks = tile_chunks(t.cols), stride = staged_stride(t.cols), per_stage = staged_tokens(t.cols);
+  const int groups = stride / 8;  // 8 inputs per 16 bytes
+  const Ops ops(t, lane);
+  typename Ops::Chunk held[kChunksInFlight];
+  const auto load = [&](int first) {
 #pragma unroll
-    for (int r = 0; r < Rows; ++r)
+    for (int i = 0; i < kChunksInFlight; ++i)
+      if (first + kTileWarps * i < chunks) held[i] = ops.load(first + kTileWarps * i);
+  };
+  const int begin = r.expert_begin[t.expert], end = r.expert_begin[t.expert + 1];
+  load(warp);  // the weights need only the expert: in flight while its tokens are looked up and staged
+  for (int t0 = begin; t0 < end; t0 += per_stage) {
+    const int count = min(per_stage, end - t0);
+    for (int i = threadIdx.x; i < count * groups; i += blockDim.x) {
+      const int token = i / groups, col = i % groups * 8;
+      const uint4 raw = col < t.cols ? *reinterpret_cast<const uint4*>(input(r.pairs_by_expert[t0 + token]) + col) : uint4{};
+      reinterpret_cast<uint4*>(staged + token * stride)[col / 8] = Ops::widen(raw);
+    }
+    __syncthreads();
+    const X* x = staged + min(lane / 4, count - 1) * stride;  // columns past count repeat the last token
+    float acc[4] = {};
+    for (int first = warp;;) {
 #pragma unroll
-      for (int j = 0; j < kUnitsInFlight; ++j) {
-        const int u = base + 32 * j;
-        if (u < units) {
-          raw[r][j] = __ldcs(reinterpret_cast<const uint4*>(rows[r]) + u);  // streamed once
-          scale[r][j] = Fmt::scale(scales[r], u);
-        }
+      for (int i = 0; i < kChunksInFlight; ++i) {
+        const int chunk = first + kTileWarps * i;
+        if (chunk < chunks) Ops::multiply(held[i], x + kTileColumns * chunk, lane, acc);
       }
+      first += kTileWarps * kChunksInFlight;
+      if (first >= chunks) break;
+      load(first);
+    }
+    warp_sums[warp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    __syncthreads();
+    if (warp == 0) {
+      float4 sum = warp_sums[0][lane];
 #pragma unroll
-    for (int j = 0; j < kUnitsInFlight; ++j) {
-      const int u = base + 32 * j;
-      if (u >= units) continue;
-#pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) {
-        if (t >= n) break;
-        uint4 x[Groups];
-#pragma unroll
-        for (int g = 0; g < Groups; ++g) x[g] = reinterpret_cast<const uint4*>(inputs[t] + static_cast<size_t>(u) * V)[g];
-#pragma unroll
-        for (int r = 0; r < Rows; ++r) acc[r][t] = fmaf(scale[r][j], Fmt::dot(raw[r][j], x), acc[r][t]);
+      for (int w = 1; w < kTileWarps; ++w) {
+        const float4 v = warp_sums[w][lane];
+        sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+      }
+      const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
+      for (int k = 0; k < 2; ++k) {
+        const int slot = 2 * (lane % 4) + k;
+        if (slot < count) out(r.pairs_by_expert[t0 + slot], sums[k], sums[2 + k]);
       }
     }
+    __syncthreads();  // the staged inputs and the sums are rewritten for the next tokens
+    if (t0 + per_stage < end) load(warp);  // the same weights again (from L2) for the next tokens
   }
 }
 
@@ -219,96 +259,39 @@ __device__ __forceinline__ int block_expert(const Routing& r) {
   return static_cast<int>(blockIdx.x) < r.active[0] ? r.active[1 + blockIdx.x] : -1;
 }
 
-// ---- gate/up -------------------------------------------------------------------------------------
-constexpr int kGateUpOutputsPerWarp = 2;  // each a gate row and an up row
-
+// act[p][o] = silu(gate_o . x) * (up_o . x), o = 8 tile + g: a tile's rows g and g + 8.
 template <ExpertFormat F>
-__global__ void __launch_bounds__(kExpertWarps * 32)
+__global__ void __launch_bounds__(kTileWarps * 32, F == ExpertFormat::mxfp4 ? kGateUpBlocksPerSm : 1)
     gate_up_kernel(ExpertWeights w, const bf16* x, int top_k, Routing r, bf16* act) {
-  using Fmt = ExpertUnit<F>;
-  constexpr int Outs = kGateUpOutputsPerWarp, Rows = 2 * Outs;
   wait_for_previous_kernel();
   allow_next_kernel();
-  const int lane = threadIdx.x % 32;
-  const int first = (blockIdx.y * kExpertWarps + threadIdx.x / 32) * Outs;
   const int e = block_expert(r);
-  if (e >= 0 && first < w.width) {
-    const size_t row_bytes = Fmt::row_bytes(w.hidden), scale_row = w.hidden / 32;
-    const uint8_t* rows[Rows];
-    const uint8_t* scales[Rows];
-#pragma unroll
-    for (int k = 0; k < Rows; ++k) {  // gate rows first, then up rows; past the width: repeat the last
-      const int i = min(first + k % Outs, w.width - 1);
-      const size_t row = static_cast<size_t>(e) * 2 * w.width + i + (k < Outs ? 0 : w.width);
-      rows[k] = w.gate_up + row * row_bytes;
-      scales[k] = w.gate_up_scales ? w.gate_up_scales + row * scale_row : nullptr;
-    }
-    for (int t0 = r.expert_begin[e]; t0 < r.expert_begin[e + 1]; t0 += kTokensPerPass) {
-      const int n = min(kTokensPerPass, r.expert_begin[e + 1] - t0);
-      int pair[kTokensPerPass];
-      const bf16* inputs[kTokensPerPass];
-#pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) {
-        pair[t] = t < n ? r.pairs_by_expert[t0 + t] : 0;
-        inputs[t] = x + static_cast<size_t>(pair[t] / top_k) * w.hidden;
-      }
-      float acc[Rows][kTokensPerPass] = {};
-      dot_rows<F, Rows>(rows, scales, w.hidden / Fmt::kValues, inputs, n, acc);
-#pragma unroll
-      for (int o = 0; o < Outs; ++o)
-#pragma unroll
-        for (int t = 0; t < kTokensPerPass; ++t) {
-          const float g = warp_sum(acc[o][t]), u = warp_sum(acc[Outs + o][t]);
-          if (lane == 0 && t < n && first + o < w.width)
-            act[static_cast<size_t>(pair[t]) * w.width + first + o] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
-        }
-    }
-  }
+  if (e < 0) return;
+  const ExpertTile t{w.gate_up, w.gate_up_scales, 2 * w.width, w.hidden, TileRows::gate_up_pairs, e, int(blockIdx.y)};
+  const int o = kTileRows / 2 * t.tile + threadIdx.x % 32 / 4;
+  tile_products<F, kGateUpChunksInFlight>(
+      t, r, [&](int pair) { return x + size_t(pair / top_k) * w.hidden; },
+      [&](int pair, float gate, float up) {
+        if (o < w.width) act[size_t(pair) * w.width + o] = __float2bfloat16(gate / (1.0f + __expf(-gate)) * up);
+      });
 }
 
-// ---- down ----------------------------------------------------------------------------------------
-constexpr int kDownRowsPerWarp = 4;
-
+// out[p][row] = down_row . act[p] for the tile's rows 16 tile + g and + 8.
 template <ExpertFormat F>
-__global__ void __launch_bounds__(kExpertWarps * 32)
+__global__ void __launch_bounds__(kTileWarps * 32, F == ExpertFormat::mxfp4 ? kDownBlocksPerSm : 1)
     down_kernel(ExpertWeights w, const bf16* act, Routing r, float* out) {
-  using Fmt = ExpertUnit<F>;
-  constexpr int Rows = kDownRowsPerWarp;
   wait_for_previous_kernel();
   allow_next_kernel();
-  const int lane = threadIdx.x % 32;
-  const int first = (blockIdx.y * kExpertWarps + threadIdx.x / 32) * Rows;
   const int e = block_expert(r);
-  if (e >= 0 && first < w.hidden) {
-    const size_t row_bytes = Fmt::row_bytes(w.width), scale_row = w.width / 32;
-    const uint8_t* rows[Rows];
-    const uint8_t* scales[Rows];
-#pragma unroll
-    for (int k = 0; k < Rows; ++k) {
-      const size_t row = static_cast<size_t>(e) * w.hidden + min(first + k, w.hidden - 1);
-      rows[k] = w.down + row * row_bytes;
-      scales[k] = w.down_scales ? w.down_scales + row * scale_row : nullptr;
-    }
-    for (int t0 = r.expert_begin[e]; t0 < r.expert_begin[e + 1]; t0 += kTokensPerPass) {
-      const int n = min(kTokensPerPass, r.expert_begin[e + 1] - t0);
-      int pair[kTokensPerPass];
-      const bf16* inputs[kTokensPerPass];
-#pragma unroll
-      for (int t = 0; t < kTokensPerPass; ++t) {
-        pair[t] = t < n ? r.pairs_by_expert[t0 + t] : 0;
-        inputs[t] = act + static_cast<size_t>(pair[t]) * w.width;
-      }
-      float acc[Rows][kTokensPerPass] = {};
-      dot_rows<F, Rows>(rows, scales, w.width / Fmt::kValues, inputs, n, acc);
-#pragma unroll
-      for (int k = 0; k < Rows; ++k)
-#pragma unroll
-        for (int t = 0; t < kTokensPerPass; ++t) {
-          const float v = warp_sum(acc[k][t]);
-          if (lane == 0 && t < n && first + k < w.hidden) out[static_cast<size_t>(pair[t]) * w.hidden + first + k] = v;
-        }
-    }
-  }
+  if (e < 0) return;
+  const ExpertTile t{w.down, w.down_scales, w.hidden, w.width, TileRows::consecutive, e, int(blockIdx.y)};
+  const int row = kTileRows * t.tile + threadIdx.x % 32 / 4;
+  tile_products<F, kDownChunksInFlight>(
+      t, r, [&](int pair) { return act + size_t(pair) * w.width; },
+      [&](int pair, float first, float second) {
+        if (row < w.hidden) out[size_t(pair) * w.hidden + row] = first;
+        if (row + 8 < w.hidden) out[size_t(pair) * w.hidden + row + 8] = second;
+      });
 }
 
 void check_shape(const ExpertWeights& w) {
@@ -363,25 +346,29 @@ void route_tokens(const float* router_logits, int rows, int num_experts, int top
     launch(route_kernel<false>, 1, kRouteThreads, 0, s, router_logits, rows, num_experts, top_k, rule, r);
 }
 
+template <typename Kernel, typename... Args>
+void launch_tiles(Kernel kernel, int max_active, int tiles, int cols, cudaStream_t s, Args... args) {
+  const size_t staged = size_t(staged_tokens(cols)) * staged_stride(cols) * 2;
+  launch(kernel, dim3(max_active, tiles), kTileWarps * 32, staged, s, args...);
+}
+
 void experts_gate_up(const ExpertWeights& w, const bf16* x, int top_k, Routing r, int max_active, bf16* act,
                      cudaStream_t s) {
   check_shape(w);
-  const int per_block = kExpertWarps * kGateUpOutputsPerWarp;
-  const dim3 grid(max_active, (w.width + per_block - 1) / per_block);
+  const int tiles = tile_count(2 * w.width, TileRows::gate_up_pairs);
   if (w.format == ExpertFormat::mxfp4)
-    launch(gate_up_kernel<ExpertFormat::mxfp4>, grid, kExpertWarps * 32, 0, s, w, x, top_k, r, act);
+    launch_tiles(gate_up_kernel<ExpertFormat::mxfp4>, max_active, tiles, w.hidden, s, w, x, top_k, r, act);
   else
-    launch(gate_up_kernel<ExpertFormat::bf16>, grid, kExpertWarps * 32, 0, s, w, x, top_k, r, act);
+    launch_tiles(gate_up_kernel<ExpertFormat::bf16>, max_active, tiles, w.hidden, s, w, x, top_k, r, act);
 }
 
 void experts_down(const ExpertWeights& w, const bf16* act, Routing r, int max_active, float* out, cudaStream_t s) {
   check_shape(w);
-  const int per_block = kExpertWarps * kDownRowsPerWarp;
-  const dim3 grid(max_active, (w.hidden + per_block - 1) / per_block);
+  const int tiles = tile_count(w.hidden, TileRows::consecutive);
   if (w.format == ExpertFormat::mxfp4)
-    launch(down_kernel<ExpertFormat::mxfp4>, grid, kExpertWarps * 32, 0, s, w, act, r, out);
+    launch_tiles(down_kernel<ExpertFormat::mxfp4>, max_active, tiles, w.width, s, w, act, r, out);
   else
-    launch(down_kernel<ExpertFormat::bf16>, grid, kExpertWarps * 32, 0, s, w, act, r, out);
+    launch_tiles(down_kernel<ExpertFormat::bf16>, max_active, tiles, w.width, s, w, act, r, out);
 }
 
 }  // namespace ultraserve::gpu

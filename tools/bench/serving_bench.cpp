@@ -37,7 +37,13 @@ class InstantWorker : public ModelWorker {
     return r;
   }
   // It holds no KV: a pool this large never limits admission.
-  WorkerInfo info() const override { return {"instant", 1 << 20, 16}; }
+  WorkerInfo info() const override {
+    WorkerInfo info;
+    info.device = "instant";
+    info.kv_blocks = 1 << 20;
+    info.kv_block_size = 16;
+    return info;
+  }
 
  private:
   int32_t token_;
