@@ -12,7 +12,7 @@
 #                                all of them: tests (every test binary; gpu-tests: the GPU ones), sanitizer (compute-sanitizer
 #                                memcheck on the GPU tests), gpu-bench (ours) and hf-gpu-bench (HF
 #                                transformers on the GPU), persistent-bench (batch-1 decode as the
-#                                persistent step, its stages timed, and kernel by kernel; bf16 experts), spec-bench (DFlash rounds on the GPU: the
+#                                persistent step, its stages timed), spec-bench (DFlash rounds on the GPU: the
 #                                30B-A3B shape with its draft's shape, then the shipped pair on the GPU
 #                                and on the CPU), mimo-bench (the MiMo-V2-Flash shape cut to 24 and 6
 #                                layers, next to HF transformers at 6), ab (earlier builds' gpu_decode_bench, put in
@@ -122,13 +122,9 @@ run() {
         "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --json "$out"/gpu_decode.json
         kill "$sampler" || true
         sort -t, -k1 -n "$logs/clocks.csv" | awk -F, '{c[NR]=$1} END {if (NR) printf "SM clock during the bench: min %d, median %d, max %d MHz (%d samples)\n", c[1], c[int((NR+1)/2)], c[NR], NR}' ;;
-      persistent-bench)  # batch-1 decode as the persistent step (off by default: docs/perf.md), its stages timed;
-                         # bf16 experts (the step does not read MXFP4 tiles), next to the kernels on the same weights
-        for persistent in 1 0; do
-          "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --experts bf16 \
-            --persistent $persistent --batches '[8]' --pass-tokens '[1]' --json "$out/gpu_decode_persistent_$persistent.json" ||
-            failed=1
-        done ;;
+      persistent-bench)  # batch-1 decode as the persistent step (off by default: docs/perf.md), its stages timed
+        "$bundle"/build/tools/gpu_decode_bench --config config/models/qwen3-30b-a3b.json --persistent 1 --batches '[8]' \
+          --pass-tokens '[1]' --json "$out"/gpu_decode_persistent.json || failed=1 ;;
       spec-bench)  # draft and verify times of the 30B-A3B shape; tau and tokens/s of the shipped pair
         "$bundle"/build/tools/speculative_bench --device cuda --config config/models/qwen3-30b-a3b.json \
           --draft-config config/models/qwen3-coder-30b-a3b-dflash.json --prompts 2 --json "$out"/spec_30b.json || failed=1

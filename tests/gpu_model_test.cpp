@@ -303,30 +303,29 @@ void compare_one_row_passes(const LoadedModel& m, const gpu::GpuModelOptions& a,
             << " steps; greedy tokens the same in " << same_tokens << "\n";
 }
 
-// On moe_topk2_norm with splits of 16 positions, so that the steps' rows have 1 to 7 splits,
-// merged by the combine (combine_max_splits 64) or by the last block of a row (0); then the
-// shipped default (64-wide heads, 8 layers). Experts in bf16: the persistent step reads no
-// MXFP4 tiles.
+// On moe_topk2_norm (MXFP4 experts: the persistent step reads their tiles) with splits of 16
+// positions, so that the steps' rows have 1 to 7 splits, merged by the combine (combine_max_splits
+// 64) or by the last block of a row (0); then the shipped default (64-wide heads, 8 layers).
 template <typename Vary>
 void compare_on_test_models(const std::string& what, Vary&& vary) {
   testing::ScratchDir dir;
   const LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 7));
   for (const int combine_max_splits : {64, 0}) {
-    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
+    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
     o.attention_split_positions = 16;
     o.attention_combine_max_splits = combine_max_splits;
     auto [a, b] = vary(o);
     compare_one_row_passes(model, a, b,
-                           std::string("moe_topk2_norm bf16") + (combine_max_splits ? " combined, " : " merged in-kernel, ") +
+                           std::string("moe_topk2_norm mxfp4") + (combine_max_splits ? " combined, " : " merged in-kernel, ") +
                                what,
                            8, 100);
   }
   const std::filesystem::path shipped = testing::source_dir() / "models" / "default";
   if (std::filesystem::exists(shipped / "config.json")) {
-    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
+    gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
     o.attention_split_positions = 64;  // the persistent step's fewest (kDecodeStepTilePositions): the same splits
     auto [a, b] = vary(o);
-    compare_one_row_passes(load_model(shipped), a, b, "models/default bf16, " + what, 40, 60);
+    compare_one_row_passes(load_model(shipped), a, b, "models/default mxfp4, " + what, 40, 60);
   }
 }
 
@@ -342,17 +341,15 @@ TEST(GpuModelPersistentDecode, MatchesTheKernelByKernelPass) {
   });
 }
 
-// With MXFP4 experts the step is not planned, and the model says why.
-TEST(GpuModelPersistentDecode, Mxfp4ExpertsRunKernelByKernel) {
+// With bf16 experts the step is not planned, and the model says why.
+TEST(GpuModelPersistentDecode, Bf16ExpertsRunKernelByKernel) {
   if (!have_gpu()) GTEST_SKIP() << "no GPU";
   testing::ScratchDir dir;
   const LoadedModel model = load_model(testing::make_checkpoint(dir, "moe_topk2_norm.json", 7));
-  gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::mxfp4);
+  gpu::GpuModelOptions o = small_options(gpu::ExpertFormat::bf16);
   o.persistent_decode = true;
   auto gpu_model = gpu::GpuModel::load(model.config, model.weights, o);
-  ASSERT_EQ(gpu_model->info().experts, gpu::ExpertFormat::mxfp4);
-  EXPECT_EQ(gpu_model->info().decode_step.rfind("kernel by kernel: experts: bf16 only", 0), 0u)
-      << gpu_model->info().decode_step;
+  EXPECT_EQ(gpu_model->info().decode_step, "kernel by kernel: experts: MXFP4 only (the step reads their tensor-core tiles)");
 }
 
 // MXFP4 experts: the GPU must compute exactly the model whose experts are the dequantised

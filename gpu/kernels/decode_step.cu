@@ -13,26 +13,26 @@
 //   C  merge (2+ splits)      a query head per block
 //   D  o projection           x[its rows] += o . attention             router rows
 //   E  norm + router          xn = rms_norm(x); its router rows
-//   F  routing + gate/up      top-k (every block), its expert units    gate/up units, then down rows;
+//   F  routing + gate/up      top-k (every block), its expert tiles    gate/up tiles, then down tiles;
 //                                                                      next layer's q/k/v rows
-//   G  down                   x[its dims] += sum_k w_k down_k . act
+//   G  down                   x[its tile's rows] += sum_k w_k down_k . act
 //
-// Shared memory: the front region holds one stage's rows at a time (q/k/v, o, router, gate/up),
-// the back region the down rows or the attention tile, the vector region the stage's input.
-// Every sum runs in the order of the kernels per stage (lanes over 16-byte chunks, then the
-// warp's tree): on the H200 the logits came out identical to theirs.
+// Shared memory: the front region holds one stage's weights at a time (q/k/v, o, router rows,
+// gate/up tiles), the back region the down tiles or the attention tile, the vector region the
+// stage's input. Every sum runs in the order of the kernels per stage (projections: lanes over
+// 16-byte chunks, then the warp's tree; experts: MXFP4 tiles, gpu/expert_tiles.h, on tensor cores
+// by groups of four warps split and summed as a kernel block is, expert_mma.cuh): on the H200 the
+// logits came out identical to theirs. A model with bf16 experts runs kernel by kernel.
 //
-// Measured (docs/perf.md): 3.81 ms a token at context 128 against the kernels' 2.64. The barriers
-// cost 1.5-2.4 us each and the weights land ahead; the stages' own compute, one block of 8 warps
-// a multiprocessor with nothing overlapping it, costs the rest (the MXFP4 decode is ALU-bound).
-// So GpuModelOptions::persistent_decode is off by default (the next steps are in docs/perf.md).
-// Its experts are bf16 rows: MXFP4 experts are stored as tensor-core tiles (gpu/expert_tiles.h)
-// for the expert kernels, and a model with them runs kernel by kernel.
+// Measured (docs/perf.md): 3.17 ms a token at context 128 against the kernels' 2.62. The barriers
+// cost about 2 us each and the weights land ahead; the stages' own compute, one block of 8 warps
+// a multiprocessor with nothing overlapping it, costs the rest. So
+// GpuModelOptions::persistent_decode is off by default (the next steps are in docs/perf.md).
 
 #include <algorithm>
 
 #include "gpu/kernels/attention_split.cuh"
-#include "gpu/kernels/expert_dot.cuh"
+#include "gpu/kernels/expert_mma.cuh"
 #include "gpu/kernels/routing.cuh"
 
 namespace ultraserve::gpu {
@@ -56,35 +56,28 @@ __host__ __device__ inline Share share_of(int n, int blocks, int b) {
 }
 __host__ __device__ inline int max_share(int n, int blocks) { return (n + blocks - 1) / blocks; }
 
-// Bytes of an expert weight row of `cols` inputs, and of its scales.
-__host__ __device__ inline size_t expert_row_bytes(ExpertFormat f, int cols) {
-  return f == ExpertFormat::mxfp4 ? size_t(cols) / 2 : size_t(cols) * 2;
-}
-__host__ __device__ inline size_t expert_scale_bytes(ExpertFormat f, int cols) {
-  return f == ExpertFormat::mxfp4 ? size_t(cols) / 32 : 0;
-}
-
-// Where a block keeps the expert rows it copies. Gate/up (front): its units' gate rows, their up
-// rows, then the scales of each; down (back): per pick k, its dims' rows, then per k their scales.
+// Where a block keeps the MXFP4 expert tiles (gpu/expert_tiles.h) it copies. Gate/up (front):
+// its tiles' codes, then their scales; down (back): per pick k, the codes of its down tile (block b
+// takes down tile b: hidden rows 16 b .. 16 b + 15), then per k their scales.
 struct ExpertSlices {
-  size_t gate_up_row, gate_up_scale, down_row, down_scale;
-  int units, dims;  // the most units and dims a block gets
+  size_t gate_up_codes, gate_up_scales, down_codes, down_scales;  // one tile's
+  int gate_up_tiles, tiles;  // of a pick's matrix; the most a block gets (of top_k x gate_up_tiles)
+  int down_tiles;            // of a pick's down matrix: the blocks that run the down stage
   __host__ __device__ ExpertSlices(const DecodeStep& a, int blocks)
-      : gate_up_row(expert_row_bytes(a.experts, a.hidden)),
-        gate_up_scale(expert_scale_bytes(a.experts, a.hidden)),
-        down_row(expert_row_bytes(a.experts, a.width)),
-        down_scale(expert_scale_bytes(a.experts, a.width)),
-        units(max_share(a.top_k * a.width, blocks)),
-        dims(max_share(a.hidden, blocks)) {}
-  __host__ __device__ size_t up_rows() const { return size_t(units) * gate_up_row; }
-  __host__ __device__ size_t gate_scales() const { return 2 * size_t(units) * gate_up_row; }
-  __host__ __device__ size_t up_scales() const { return gate_scales() + align16(size_t(units) * gate_up_scale); }
-  __host__ __device__ size_t gate_up_bytes() const { return up_scales() + align16(size_t(units) * gate_up_scale); }
-  __host__ __device__ size_t down_rows(int k) const { return size_t(k) * dims * down_row; }
-  __host__ __device__ size_t down_scales(int k, int top_k) const {
-    return down_rows(top_k) + size_t(k) * align16(size_t(dims) * down_scale);
+      : gate_up_codes(size_t(tile_chunks(a.hidden)) * kTileChunkCodeBytes),
+        gate_up_scales(size_t(tile_chunks(a.hidden)) * kTileChunkScaleBytes),
+        down_codes(size_t(tile_chunks(a.width)) * kTileChunkCodeBytes),
+        down_scales(size_t(tile_chunks(a.width)) * kTileChunkScaleBytes),
+        gate_up_tiles(tile_count(2 * a.width, TileRows::gate_up_pairs)),
+        tiles(max_share(a.top_k * gate_up_tiles, blocks)),
+        down_tiles(tile_count(a.hidden, TileRows::consecutive)) {}
+  __host__ __device__ size_t gate_up_scale_at(int j) const { return size_t(tiles) * gate_up_codes + j * gate_up_scales; }
+  __host__ __device__ size_t gate_up_bytes() const { return gate_up_scale_at(tiles); }
+  __host__ __device__ size_t down_code_at(int k) const { return size_t(k) * down_codes; }
+  __host__ __device__ size_t down_scale_at(int k, int top_k) const {
+    return size_t(top_k) * down_codes + size_t(k) * down_scales;
   }
-  __host__ __device__ size_t down_bytes(int top_k) const { return down_scales(top_k, top_k); }
+  __host__ __device__ size_t down_bytes(int top_k) const { return down_scale_at(top_k, top_k); }
 };
 
 // ---- weights in flight -------------------------------------------------------------------------
@@ -251,27 +244,46 @@ __device__ __forceinline__ void shared_rows_times(const unsigned char* rows, int
   }
 }
 
-// kRowsAtOnce expert rows (with their scales) against their inputs x[j], all in shared memory:
-// y[j] = the warp's dot product of row j and x[j] (moe.cu's order: lane l takes units l, l + 32, ...).
-template <ExpertFormat F>
-__device__ __forceinline__ void expert_dots_shared(const unsigned char* const (&rows)[kRowsAtOnce],
-                                                   const uint8_t* const (&scales)[kRowsAtOnce], int cols,
-                                                   const bf16* const (&x)[kRowsAtOnce], float (&y)[kRowsAtOnce]) {
-  using Unit = ExpertUnit<F>;
-  constexpr int V = Unit::kValues, Groups = V / 8;
-  const int lane = threadIdx.x % 32;
-  float acc[kRowsAtOnce] = {};
-  for (int u = lane; u < cols / V; u += 32) {
-#pragma unroll
-    for (int j = 0; j < kRowsAtOnce; ++j) {
-      uint4 xg[Groups];
-#pragma unroll
-      for (int g = 0; g < Groups; ++g) xg[g] = reinterpret_cast<const uint4*>(x[j] + size_t(u) * V)[g];
-      acc[j] = fmaf(Unit::scale(scales[j], u), Unit::dot(reinterpret_cast<const uint4*>(rows[j])[u], xg), acc[j]);
+// The block's warps work in groups of kTileWarps, a tile a group, each split and summed as the
+// expert kernels split and sum one (expert_mma.cuh): the same sums in the same order.
+constexpr int kTileGroups = kWarps / kTileWarps;
+
+// A tile in shared memory times x (fp16, shared), by the calling group: its warp w takes chunks
+// w, w + kTileWarps, ...; warp 0 of the group (lanes 4 g) gets the group's sums of rows g and
+// g + 8 (the single token is every column). Every warp of the block calls it (it syncs).
+__device__ __forceinline__ bool group_tile_times(bool active, const unsigned char* codes, const unsigned char* scales,
+                                                 int chunks, const __half* x, float2& total) {
+  using Ops = TileOperands<ExpertFormat::mxfp4>;
+  __shared__ float2 warp_sums[kWarps][8];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, group = warp / kTileWarps, w = warp % kTileWarps;
+  float acc[4] = {};
+  if (active)
+    for (int c = w; c < chunks; c += kTileWarps) {
+      const Ops::Chunk chunk{reinterpret_cast<const uint4*>(codes + size_t(c) * kTileChunkCodeBytes)[lane],
+                             reinterpret_cast<const uint32_t*>(scales + size_t(c) * kTileChunkScaleBytes)[lane / 4]};
+      Ops::multiply(chunk, x + kTileColumns * c, lane, acc);
     }
+  if (lane % 4 == 0) warp_sums[warp][lane / 4] = make_float2(acc[0], acc[2]);
+  __syncthreads();
+  const bool mine = active && w == 0 && lane % 4 == 0;
+  if (mine) {
+    total = warp_sums[group * kTileWarps][lane / 4];
+    for (int v = 1; v < kTileWarps; ++v)
+      total.x += warp_sums[group * kTileWarps + v][lane / 4].x, total.y += warp_sums[group * kTileWarps + v][lane / 4].y;
   }
-#pragma unroll
-  for (int j = 0; j < kRowsAtOnce; ++j) y[j] = warp_sum(acc[j]);
+  __syncthreads();  // warp_sums free for the next call
+  return mine;
+}
+
+// out[0, padded) = in[0, n) widened to fp16, zeros past n (bf16 in: shared or global through L2).
+template <bool Global>
+__device__ void widen_to_shared(const bf16* in, int n, int padded, __half* out) {
+  for (int i = threadIdx.x; i < padded / 8; i += kThreads) {
+    const uint4 raw = 8 * i >= n ? uint4{} : Global ? __ldcg(reinterpret_cast<const uint4*>(in) + i)
+                                                    : reinterpret_cast<const uint4*>(in)[i];
+    reinterpret_cast<uint4*>(out)[i] = TileOperands<ExpertFormat::mxfp4>::widen(raw);
+  }
+  __syncthreads();
 }
 
 // ---- the stages --------------------------------------------------------------------------------
@@ -293,7 +305,7 @@ __device__ void attention_stage(const DecodeStep& a, const DecodeStepLayer& w, c
   attend_split<Tile>(s, 0, kv_head, split, h, kv, nullptr, a.scratch, tile, a.attention_out);
 }
 
-template <int D, int G, ExpertFormat F>
+template <int D, int G>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_step_kernel(const DecodeStep a, size_t back_offset, size_t vector_offset) {
   using Tile = AttentionTile<D, D, G, kTilePositions>;
@@ -313,8 +325,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int H = a.hidden, W = a.width, K = a.top_k;
   const int q_dim = a.heads.q_heads * D, kv_dim = a.heads.kv_heads * D;
   const Share qkv = share_of(q_dim + 2 * kv_dim, B, blockIdx.x), rows = share_of(H, B, blockIdx.x);
-  const Share router = share_of(a.num_experts, B, blockIdx.x), units = share_of(K * W, B, blockIdx.x);
   const ExpertSlices ex(a, B);
+  const Share router = share_of(a.num_experts, B, blockIdx.x), tiles = share_of(K * ex.gate_up_tiles, B, blockIdx.x);
+  const int down_tile = blockIdx.x;  // < ex.down_tiles: this block's rows of the down stage
   unsigned passed = 0;
   // Tuning (DecodeStep::trace): block 0's clock at the stage boundaries (kDecodeStepTraceSlots).
   const auto mark = [&](int layer, int slot) {
@@ -382,8 +395,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     shared_rows_times(front, router.count, H, vector_s, [&](int r, float y) { a.logits[router.begin + r] = y; });
     stage_end(layer, 9);
 
-    // F: every block routes for itself, copies its gate/up units and its down rows, multiplies the
-    // units; then the next layer's q/k/v rows on their way.
+    // F: every block routes for itself, copies its gate/up tiles and its down tile of each pick,
+    // multiplies the tiles; then the next layer's q/k/v rows on their way.
     if (warp == 0) {
       int e;
       float weight;
@@ -392,49 +405,38 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
     mark(layer, 20);
-    for (int u = units.begin; u < units.begin + units.count;) {  // a run of units of one pick
-      const int k = u / W, i = u % W, n = min(units.begin + units.count, (k + 1) * W) - u, j = u - units.begin;
-      const size_t gate = size_t(pick_expert[k]) * 2 * W + i, up = gate + W;
-      const Landing& l = front_landing;
-      copy_to_shared(l, front + j * ex.gate_up_row, w.gate_up + gate * ex.gate_up_row, n * ex.gate_up_row);
-      copy_to_shared(l, front + ex.up_rows() + j * ex.gate_up_row, w.gate_up + up * ex.gate_up_row, n * ex.gate_up_row);
-      if (ex.gate_up_scale) {
-        copy_to_shared(l, front + ex.gate_scales() + j * ex.gate_up_scale, w.gate_up_scales + gate * ex.gate_up_scale,
-                       n * ex.gate_up_scale);
-        copy_to_shared(l, front + ex.up_scales() + j * ex.gate_up_scale, w.gate_up_scales + up * ex.gate_up_scale,
-                       n * ex.gate_up_scale);
-      }
+    const int T = ex.gate_up_tiles;
+    for (int u = tiles.begin; u < tiles.begin + tiles.count;) {  // a run of tiles of one pick
+      const int k = u / T, n = min(tiles.begin + tiles.count, (k + 1) * T) - u, j = u - tiles.begin;
+      const size_t first = size_t(pick_expert[k]) * T + u % T;
+      copy_to_shared(front_landing, front + j * ex.gate_up_codes, w.gate_up + first * ex.gate_up_codes, n * ex.gate_up_codes);
+      copy_to_shared(front_landing, front + ex.gate_up_scale_at(j), w.gate_up_scales + first * ex.gate_up_scales,
+                     n * ex.gate_up_scales);
       u += n;
     }
     finish_copies(front_landing);
-    for (int k = 0; k < K; ++k) {
-      const size_t first = size_t(pick_expert[k]) * H + rows.begin;
-      copy_to_shared(back_landing, back + ex.down_rows(k), w.down + first * ex.down_row, rows.count * ex.down_row);
-      if (ex.down_scale)
-        copy_to_shared(back_landing, back + ex.down_scales(k, K), w.down_scales + first * ex.down_scale,
-                       rows.count * ex.down_scale);
-    }
+    if (down_tile < ex.down_tiles)
+      for (int k = 0; k < K; ++k) {
+        const size_t tile = size_t(pick_expert[k]) * ex.down_tiles + down_tile;
+        copy_to_shared(back_landing, back + ex.down_code_at(k), w.down + tile * ex.down_codes, ex.down_codes);
+        copy_to_shared(back_landing, back + ex.down_scale_at(k, K), w.down_scales + tile * ex.down_scales,
+                       ex.down_scales);
+      }
     finish_copies(back_landing);
     mark(layer, 17);
+    __half* x_s = reinterpret_cast<__half*>(vector_s);
+    widen_to_shared<false>(vector_s, H, tile_chunks(H) * kTileColumns, x_s);  // in place
     wait_for_landing(front_landing);
-    wait_for_async_copies<1>();  // the gate/up units; the down rows may still be on their way
+    wait_for_async_copies<1>();  // the gate/up tiles; the down tiles may still be on their way
     __syncthreads();
     mark(layer, 18);
-    for (int base = warp; base < units.count; base += 2 * kWarps) {  // two units (four rows) at once
-      const int j0 = base, j1 = min(base + kWarps, units.count - 1);
-      const unsigned char* const rows_of[kRowsAtOnce] = {
-          front + j0 * ex.gate_up_row, front + ex.up_rows() + j0 * ex.gate_up_row, front + j1 * ex.gate_up_row,
-          front + ex.up_rows() + j1 * ex.gate_up_row};
-      const uint8_t* const scales_of[kRowsAtOnce] = {
-          front + ex.gate_scales() + j0 * ex.gate_up_scale, front + ex.up_scales() + j0 * ex.gate_up_scale,
-          front + ex.gate_scales() + j1 * ex.gate_up_scale, front + ex.up_scales() + j1 * ex.gate_up_scale};
-      const bf16* const inputs[kRowsAtOnce] = {vector_s, vector_s, vector_s, vector_s};
-      float y[kRowsAtOnce];
-      expert_dots_shared<F>(rows_of, scales_of, H, inputs, y);
-      if (lane == 0) {
-        a.act[units.begin + j0] = __float2bfloat16(y[0] / (1.0f + __expf(-y[0])) * y[1]);
-        if (base + kWarps < units.count) a.act[units.begin + j1] = __float2bfloat16(y[2] / (1.0f + __expf(-y[2])) * y[3]);
-      }
+    for (int j0 = 0; j0 < tiles.count; j0 += kTileGroups) {  // a tile a group of warps
+      const int j = j0 + warp / kTileWarps, u = tiles.begin + j, out = kTileRows / 2 * (u % T) + lane / 4;
+      float2 y;  // the gate row's sum, then the up row's
+      if (group_tile_times(j < tiles.count, front + j * ex.gate_up_codes, front + ex.gate_up_scale_at(j), tile_chunks(H),
+                           x_s, y) &&
+          out < W)
+        a.act[size_t(u / T) * W + out] = __float2bfloat16(y.x / (1.0f + __expf(-y.x)) * y.y);
     }
     __syncthreads();
     if (layer + 1 < a.num_layers) {
@@ -444,31 +446,31 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     stage_end(layer, 11);
 
-    // G: x[its dims] += the routing-weighted sum of the picks' down rows . act.
+    // G: x[the down tile's rows] += the routing-weighted sum of the picks' down tiles . act.
     wait_for_landing(back_landing);
-    wait_for_async_copies<1>();  // the down rows; the next q/k/v rows may still be on their way
+    wait_for_async_copies<1>();  // the down tiles; the next q/k/v rows may still be on their way
     mark(layer, 19);
-    load_vector_to_shared(a.act, size_t(K) * W * 2, vector_s);
-    for (int j = warp; j < rows.count; j += kWarps) {
-      float v = __ldcg(a.x + rows.begin + j);
-      for (int k0 = 0; k0 < K; k0 += kRowsAtOnce) {  // kRowsAtOnce picks at once; past K: the last again
-        const unsigned char* rows_of[kRowsAtOnce];
-        const uint8_t* scales_of[kRowsAtOnce];
-        const bf16* inputs[kRowsAtOnce];
-#pragma unroll
-        for (int i = 0; i < kRowsAtOnce; ++i) {
-          const int k = min(k0 + i, K - 1);
-          rows_of[i] = back + ex.down_rows(k) + j * ex.down_row;
-          scales_of[i] = back + ex.down_scales(k, K) + j * ex.down_scale;
-          inputs[i] = vector_s + k * W;
-        }
-        float y[kRowsAtOnce];
-        expert_dots_shared<F>(rows_of, scales_of, W, inputs, y);
-#pragma unroll
-        for (int i = 0; i < kRowsAtOnce; ++i)
-          if (k0 + i < K) v = fmaf(pick_weight[k0 + i], y[i], v);
+    const int act_stride = tile_chunks(W) * kTileColumns;
+    for (int k = 0; k < K; ++k) widen_to_shared<true>(a.act + size_t(k) * W, W, act_stride, x_s + k * act_stride);
+    if (down_tile < ex.down_tiles) {
+      __shared__ float2 pick_rows[32][8];  // per pick, its down tile's rows g and g + 8 . act
+      for (int k0 = 0; k0 < K; k0 += kTileGroups) {  // a pick a group of warps
+        const int k = k0 + warp / kTileWarps;
+        float2 y;
+        if (group_tile_times(k < K, back + ex.down_code_at(k), back + ex.down_scale_at(k, K), tile_chunks(W),
+                             x_s + k * act_stride, y))
+          pick_rows[k][lane / 4] = y;
       }
-      if (lane == 0) a.x[rows.begin + j] = v;
+      __syncthreads();
+      const int row = kTileRows * down_tile + lane / 4;
+      if (warp == 0 && lane % 4 == 0) {  // as add_rms_norm adds the picks: x, then each in order
+        float first = row < H ? __ldcg(a.x + row) : 0.0f, second = row + 8 < H ? __ldcg(a.x + row + 8) : 0.0f;
+        for (int k = 0; k < K; ++k)
+          first = fmaf(pick_weight[k], pick_rows[k][lane / 4].x, first),
+          second = fmaf(pick_weight[k], pick_rows[k][lane / 4].y, second);
+        if (row < H) a.x[row] = first;
+        if (row + 8 < H) a.x[row + 8] = second;
+      }
     }
     stage_end(layer, 13);
   }
@@ -490,9 +492,8 @@ bool with_heads(int head_dim, int group, F&& f) {
 // Calls f(kernel) with the step's kernel for these heads (false: not built).
 template <typename F>
 bool with_kernel(const DecodeStep& a, F&& f) {
-  return with_heads(a.heads.head_dim, a.heads.q_heads / a.heads.kv_heads, [&](auto d, auto g) {
-    f(decode_step_kernel<decltype(d)::value, decltype(g)::value, ExpertFormat::bf16>);
-  });
+  return with_heads(a.heads.head_dim, a.heads.q_heads / a.heads.kv_heads,
+                    [&](auto d, auto g) { f(decode_step_kernel<decltype(d)::value, decltype(g)::value>); });
 }
 
 }  // namespace
@@ -514,21 +515,20 @@ DecodeStepPlan plan_decode_step(const DecodeStep& a, int multiprocessors) {
               std::to_string(h.q_heads / h.kv_heads) + " not built");
   if (a.rule.sigmoid_grouped || a.num_experts > kMaxRoutedExperts || a.top_k > 32 || a.top_k < 1)
     return no("routing: softmax top-k of at most 32 of at most " + std::to_string(kMaxRoutedExperts) + " experts only");
-  if (a.experts != ExpertFormat::bf16)
-    return no("experts: bf16 only (MXFP4 experts are stored as tensor-core tiles, gpu/expert_tiles.h, which the step "
-              "does not read)");
-  if (a.hidden % 8 || a.width % 8 || a.hidden > 4 * kMaxNormVectors * kThreads)
-    return no("experts: hidden and width must be multiples of 8, hidden at most 8192");
+  if (a.experts != ExpertFormat::mxfp4) return no("experts: MXFP4 only (the step reads their tensor-core tiles)");
+  if (a.hidden > 4 * kMaxNormVectors * kThreads) return no("experts: hidden at most 8192");
   if (a.scratch.splits < 1 || a.scratch.splits * h.kv_heads > multiprocessors)
     return no("attention: more (kv head, split) items than blocks");
 
   const int B = multiprocessors, H = a.hidden, q_dim = h.q_heads * h.head_dim, kv_dim = h.kv_heads * h.head_dim;
   const ExpertSlices ex(a, B);
+  if (ex.down_tiles > B) return no("experts: more down tiles (16 rows of hidden) than blocks");
   const size_t front = std::max({size_t(max_share(q_dim + 2 * kv_dim, B)) * H * 2,
                                  size_t(max_share(H, B)) * q_dim * 2, size_t(max_share(a.num_experts, B)) * H * 2,
                                  ex.gate_up_bytes()});
   const size_t back = std::max(ex.down_bytes(a.top_k), tile_bytes);
-  const size_t vector = std::max({size_t(H), size_t(q_dim), size_t(a.top_k) * a.width}) * 2;
+  const size_t vector = std::max({size_t(q_dim), size_t(tile_chunks(H)) * kTileColumns,
+                                  size_t(a.top_k) * tile_chunks(a.width) * kTileColumns}) * 2;
   plan.back_offset = align16(front);
   plan.vector_offset = plan.back_offset + align16(back);
   plan.shared_bytes = plan.vector_offset + align16(vector);

@@ -21,6 +21,9 @@
 namespace ultraserve::gpu {
 
 constexpr int kTileTokens = 8;  // the mma's n: tokens multiplied at once
+// Warps splitting one tile's chunks (warp w: chunks w, w + 4, ...), their sums added in warp
+// order: moe.cu's blocks, and decode_step.cu's groups of four warps, which so add the same sums.
+constexpr int kTileWarps = 4;
 
 // d = a b + c on one m16n8k16 step.
 template <ExpertFormat F>

@@ -233,7 +233,7 @@ void experts_down(const ExpertWeights& w, const bf16* act, Routing r, int max_ac
 // o, norm + router, routing + gate/up, down). Each block streams its share of the next stage's
 // weights into shared memory while the stages before it run, so the weights are in flight across
 // the barriers instead of each kernel's start. For Qwen3-MoE layers: full attention with
-// bf16 projections, softmax routing, bf16 experts, head dims and groups that
+// bf16 projections, softmax routing, MXFP4 experts, head dims and groups that
 // decode_step_plan lists. x: the embedded row in, the last layer's output (residual) out.
 struct DecodeStepLayer {  // one layer's weights
   const float *input_norm, *post_attention_norm, *q_norm, *k_norm;  // q/k norm: null without

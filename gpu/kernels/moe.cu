@@ -174,10 +174,9 @@ __global__ void __launch_bounds__(kRouteThreads, 1) norm_route_kernel(NormRoute 
 // 8 at a time: the tokens' inputs are staged in shared memory (fp16 for MXFP4), the block's
 // warps split the tile's chunks and add their sums in shared memory. A tile's weights are
 // read once per 8 tokens, and a one-token pass costs what an 8-token one does. Four warps a
-// tile with eight MXFP4 chunks each in flight keep a one-token step's tiles (768 of gate/up,
+// tile (kTileWarps) with eight MXFP4 chunks each in flight keep a one-token step's tiles (768 of gate/up,
 // 1,024 of down for the 30B-A3B shape) in one wave on 132 multiprocessors; with eight warps of
 // four chunks they took 1.5 waves.
-constexpr int kTileWarps = 4;
 constexpr int kGateUpChunksInFlight = 8, kGateUpBlocksPerSm = 6;  // a 2048-wide row's 32 chunks at once
 constexpr int kDownChunksInFlight = 4, kDownBlocksPerSm = 8;      // a 768-wide row's 12
 constexpr size_t kStagedInputBytes = 40 * 1024;  // the tokens' inputs, under the 48 KB a block gets unasked
